@@ -1,0 +1,3 @@
+from avsr.cli import main
+
+raise SystemExit(main())

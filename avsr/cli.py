@@ -1,0 +1,99 @@
+"""Command line: ``avsr <subcommand>``.
+
+Thin by design: each subcommand parses its arguments and calls the library.
+Errors meant for the user (:class:`avsr.errors.AVSRError`) become one line on
+stderr and exit code 1; set ``AVSR_DEBUG=1`` to see tracebacks instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from avsr import __version__
+from avsr.errors import AVSRError
+
+# name -> (help, add_arguments, run). Filled by the ``_command`` decorator.
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+
+
+def _command(name: str, help: str):
+    def wrap(add_arguments):
+        def register(run):
+            _COMMANDS[name] = (help, add_arguments, run)
+            return run
+
+        return register
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------
+# avsr lips
+# ---------------------------------------------------------------------------
+def _lips_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video", help="input video (mp4, mkv, avi, webm, mov, ...)")
+    p.add_argument("-o", "--output", required=True, help="output .npz (arrays: mouths, found, fps)")
+    p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
+    p.add_argument("--size", type=int, default=96, help="crop size in pixels (default 96)")
+
+
+@_command("lips", "extract aligned grayscale mouth crops from a video")(_lips_args)
+def _lips_run(args: argparse.Namespace) -> int:
+    from avsr.vision import extract_mouths_from_file, save_mouths
+
+    result = extract_mouths_from_file(args.video, fps=args.fps, size=args.size)
+    save_mouths(args.output, result)
+    n = len(result.found)
+    print(
+        f"{args.video}: {n} frames at {result.fps:g} fps, face found on "
+        f"{int(result.found.sum())}/{n} -> {args.output}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="avsr", description="Audio-visual speech recognition and enhancement."
+    )
+    parser.add_argument("--version", action="version", version=f"avsr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, add_args, run) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_args(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except AVSRError as e:
+        if os.environ.get("AVSR_DEBUG"):
+            raise
+        print(f"avsr {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"avsr {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # last resort: still one line, never a traceback
+        if os.environ.get("AVSR_DEBUG"):
+            raise
+        print(
+            f"avsr {args.command}: internal error: {type(e).__name__}: {e} "
+            "(set AVSR_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Small helpers shared across the package (no torch, no codecs)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    A crash or exception leaves ``path`` untouched (the old file, or nothing),
+    never half-written. The temporary file keeps the target's suffix (or
+    ``suffix``) so writers that choose a format by extension still work.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> with atomic_path(os.path.join(d, "x.npy")) as tmp:
+        ...     np.save(tmp, np.zeros(3))
+        >>> os.listdir(d)
+        ['x.npy']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
+    """``np.savez_compressed`` to ``path`` atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up everything avsr needs on a fresh Debian machine: Debian packages,
+# a virtual environment in .venv, and the package itself (editable, with the
+# test extras). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# espeak-ng: the speech engine behind the SynthGRID corpus (libespeak-ng).
+if ! command -v espeak-ng >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -q espeak-ng >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q espeak-ng >/dev/null; }
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "avsr installed in $(pwd)/.venv"
