@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +131,10 @@ class Espeak:
         self._callback = _CALLBACK(self._on_audio)  # keep a reference: called from C
         lib.espeak_SetSynthCallback(self._callback)
         self._voice: str | None = None
+        # eSpeak draws its small random variations from libc rand(): seeding it
+        # before each utterance makes the waveform reproducible.
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        self._libc.srand.argtypes = [ctypes.c_uint]
 
     def _on_audio(self, wav, numsamples: int, events) -> int:
         if numsamples > 0 and wav:
@@ -164,7 +169,7 @@ class Espeak:
 
     def synth(
         self, text: str, voice: str = "en", rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-        word_gap: int = 0,
+        word_gap: int = 0, seed: int = 0,
     ) -> tuple[np.ndarray, list[Event]]:
         """Synthesise ``text`` (``[[...]]`` segments are read as eSpeak phonemes).
 
@@ -175,6 +180,7 @@ class Espeak:
             pitch: base pitch 0..99.
             pitch_range: pitch range 0..99.
             word_gap: extra pause between words, units of 10 ms.
+            seed: seeds eSpeak's random variation (same seed, same waveform).
 
         Returns:
             ``(wav, events)``: wav float32 ``(N,)`` in [-1, 1] at :attr:`sample_rate`,
@@ -188,6 +194,7 @@ class Espeak:
         lib.espeak_SetParameter(espeakWORDGAP, int(word_gap), 0)
         lib.espeak_SetParameter(espeakVOLUME, 100, 0)
         self._chunks, self._events = [], []
+        self._libc.srand(int(seed) & 0xFFFFFFFF)
         data = text.encode("utf-8") + b"\0"
         buf = ctypes.create_string_buffer(data, len(data))
         uid = ctypes.c_uint(0)
@@ -199,6 +206,46 @@ class Espeak:
         wav = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         events = sorted(self._events, key=lambda e: e.time)
         return (wav.astype(np.float32) / 32768.0), events
+
+
+    def synth_isolated(self, text: str, **kwargs) -> tuple[np.ndarray, list[Event]]:
+        """:meth:`synth` in a forked child, so the result depends on the arguments only.
+
+        eSpeak's waveform generator carries state (pitch phase, buffers) from one
+        utterance into the next, so the same text comes out a few samples
+        different depending on what was said before. A child forked from an
+        engine that has not spoken yet always starts from the same state,
+        which makes generation reproducible whatever the order of jobs.
+        Falls back to :meth:`synth` where ``fork`` is unavailable.
+        """
+        if not hasattr(os, "fork"):  # pragma: no cover - non-POSIX
+            return self.synth(text, **kwargs)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: synthesise, send, exit without cleanup handlers
+            code = 0
+            try:
+                os.close(read_fd)
+                payload = pickle.dumps(("ok", self.synth(text, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+            except InputError as e:
+                payload, code = pickle.dumps(("input", (e.path, e.problem))), 1
+            except BaseException as e:  # noqa: BLE001 - forwarded to the parent
+                payload, code = pickle.dumps(("other", f"{type(e).__name__}: {e}")), 1
+            with os.fdopen(write_fd, "wb") as f:
+                f.write(payload)
+            os._exit(code)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            payload = f.read()
+        _, status = os.waitpid(pid, 0)
+        if not payload:
+            raise RuntimeError(f"espeak child process died (status {status}) on {text!r}")
+        kind, result = pickle.loads(payload)
+        if kind == "input":
+            raise InputError(*result)
+        if kind == "other":
+            raise RuntimeError(f"espeak failed on {text!r}: {result}")
+        return result
 
 
 _ENGINE: tuple[int, Espeak] | None = None

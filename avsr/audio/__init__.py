@@ -1,0 +1,1 @@
+"""Audio processing: features (fbank, SpecAugment) and noise mixing."""

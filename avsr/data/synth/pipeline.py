@@ -1,0 +1,431 @@
+"""Generate SynthGRID utterances in parallel, resumably, with a manifest.
+
+One utterance = one job (:func:`make_utterance`): pick a speaker and a GRID
+sentence from the utterance's own random generator, synthesise speech with
+eSpeak NG (phoneme events give the timing), turn the phonemes into a viseme
+track, render the mouth, add nuisances, and write:
+
+``<out>/<split>/<id>.flac``
+    16 kHz mono speech (the fast path for training).
+``<out>/<split>/<id>.npz``
+    ``mouths`` ``uint8 (T, 96, 96)`` grayscale mouth crops at 25 fps (the
+    fast path: what the lip frontend would produce), and ``fps``.
+``<out>/<split>/<id>.mp4``
+    H.264 video with AAC audio: the 96x96 colour crop, or the full face when a
+    face photo is used.
+``<out>/<split>/<id>.json``
+    the manifest row, written last: its presence marks the utterance done,
+    so an interrupted run resumes where it stopped.
+
+``<out>/<split>.csv`` (written atomically at the end) lists the rows: ``id,
+split, speaker, duration, text, audio, mouths, video, words, phonemes`` and
+a few extras. Paths are relative to the folder holding the CSV. ``words`` is
+JSON ``[[word, start, end], ...]`` and ``phonemes`` JSON ``[[phoneme, start,
+end], ...]`` in seconds on the audio clock (the video may be offset by one
+frame on purpose: ``av_offset``).
+
+Everything an utterance contains is a function of ``(seed, split, index)``
+only, so a run is reproducible whatever the number of processes or the
+order in which jobs finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing as mp
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from avsr.data.synth.espeak import Event, get_engine
+from avsr.data.synth.grammar import Sentence, espeak_text, sample_sentence
+from avsr.data.synth.render import (
+    MouthStyle,
+    Nuisance,
+    apply_nuisance,
+    load_face,
+    render_crops,
+    render_face,
+    to_gray,
+)
+from avsr.data.synth.speakers import SPLITS, Speaker, speakers_for_split, stable_seed
+from avsr.data.synth.visemes import viseme_track
+from avsr.errors import InputError
+from avsr.utils import atomic_path, save_npz_atomic
+
+__all__ = [
+    "FPS", "SAMPLE_RATE", "MANIFEST_COLUMNS", "UtteranceSpec", "Speech", "plan", "synthesize_speech",
+    "make_utterance", "generate", "read_manifest",
+]
+
+FPS = 25.0
+SAMPLE_RATE = 16000
+_SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)
+#: Manifest columns, in order.
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "id", "split", "speaker", "duration", "text", "audio", "mouths", "video", "words", "phonemes",
+    "num_frames", "fps", "sample_rate", "voice", "av_offset", "form",
+)
+
+
+@dataclass(frozen=True)
+class UtteranceSpec:
+    """What one job makes (everything else follows from ``seed``).
+
+    Attributes:
+        id: utterance id, e.g. ``"train-s0-000012"``.
+        split: ``"train"``, ``"valid"`` or ``"test"``.
+        seed: the utterance's own seed.
+        speaker: who speaks.
+        sentence: what is said.
+    """
+
+    id: str
+    split: str
+    seed: int
+    speaker: Speaker
+    sentence: Sentence
+
+
+def plan(split: str, num: int, seed: int, voices: list[str] | None = None) -> list[UtteranceSpec]:
+    """The utterances of a run: ``num`` sentences by speakers of ``split``.
+
+    Args:
+        split: ``"train"``, ``"valid"`` or ``"test"``.
+        num: how many utterances.
+        seed: run seed.
+        voices: restrict to these eSpeak voices (``None``: all).
+
+    Returns:
+        ``num`` specs; spec ``i`` depends only on ``(seed, split, i)`` (and ``voices``).
+    """
+    speakers = speakers_for_split(split, voices)
+    specs = []
+    for i in range(num):
+        useed = stable_seed("synthgrid", seed, split, i)
+        rng = np.random.default_rng(useed)
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        specs.append(UtteranceSpec(f"{split}-s{seed}-{i:06d}", split, useed, speaker, sample_sentence(rng)))
+    return specs
+
+
+# --------------------------------------------------------------------------- speech
+
+
+@dataclass
+class Speech:
+    """Synthesised speech with its timing.
+
+    Attributes:
+        audio: ``float32 (N,)`` at 16 kHz, ``N = num_frames * 640``.
+        words: ``(word, start, end)`` in seconds.
+        phonemes: ``(phoneme, start, end)`` in seconds, pauses included
+            (mnemonics starting with ``_``).
+        num_frames: video frames at 25 fps covering the audio.
+    """
+
+    audio: np.ndarray
+    words: list[tuple[str, float, float]]
+    phonemes: list[tuple[str, float, float]]
+    num_frames: int
+
+
+def _is_pause(phoneme: str) -> bool:
+    return phoneme.startswith("_")
+
+
+def align_events(
+    events: list[Event], spans: list[tuple[int, int]], words: tuple[str, ...], end_time: float
+) -> tuple[list[tuple[str, float, float]], list[tuple[str, float, float]]]:
+    """Word and phoneme intervals from eSpeak events.
+
+    A phoneme lasts until the next phoneme starts; it belongs to the word
+    whose event came last before it. A word spans its first to its last
+    non-pause phoneme.
+
+    Args:
+        events: eSpeak events in time order (times in seconds from the waveform start).
+        spans: 1-based character spans of the words in the text given to eSpeak.
+        words: the words.
+        end_time: end of the waveform (s).
+
+    Returns:
+        ``(words, phonemes)``: lists of ``(label, start, end)``.
+    """
+    phon_events = [e for e in events if e.kind == "phoneme"]
+    ends = [e.time for e in phon_events[1:]] + [end_time]
+    owner: list[int] = []
+    current = 0
+    phonemes = []
+    it = iter(ends)
+    for e in events:
+        if e.kind == "word" and e.text_position > 0:
+            for wi, (a, b) in enumerate(spans):
+                if a <= e.text_position <= b:
+                    current = wi
+                    break
+        elif e.kind == "phoneme":
+            end = next(it)
+            phonemes.append((e.phoneme, e.time, max(end, e.time)))
+            owner.append(current)
+    out_words = []
+    for wi, word in enumerate(words):
+        mine = [p for p, o in zip(phonemes, owner) if o == wi and not _is_pause(p[0]) and p[2] > p[1]]
+        if mine:
+            out_words.append((word, mine[0][1], mine[-1][2]))
+        else:  # should not happen; fall back to the word event itself
+            t = next((e.time for e in events if e.kind == "word" and spans[wi][0] <= e.text_position <= spans[wi][1]),
+                     out_words[-1][2] if out_words else 0.0)
+            out_words.append((word, t, t))
+    return out_words, phonemes
+
+
+def synthesize_speech(spec: UtteranceSpec, rng: np.random.Generator, word_gap: int | None = None) -> Speech:
+    """Speak ``spec.sentence`` with ``spec.speaker``; add silence around it.
+
+    Args:
+        spec: the utterance.
+        rng: the utterance's generator (draws word gaps, silences, level).
+        word_gap: pause between words in units of 10 ms (``None``: drawn, 0-30 ms).
+
+    Returns:
+        :class:`Speech` on a clock that starts at the first audio sample.
+    """
+    text, spans = espeak_text(spec.sentence.words)
+    drawn_gap = int(rng.choice([0, 0, 1, 2, 3]))
+    word_gap = drawn_gap if word_gap is None else int(word_gap)
+    engine = get_engine()
+    wav, events = engine.synth_isolated(
+        text, voice=spec.speaker.espeak_voice, rate=spec.speaker.rate, pitch=spec.speaker.pitch,
+        word_gap=word_gap, seed=spec.seed & 0x7FFFFFFF,
+    )
+    speech = resample_poly(wav.astype(np.float64), SAMPLE_RATE // 50, engine.sample_rate // 50)
+    lead, trail = rng.uniform(0.2, 0.5), rng.uniform(0.2, 0.5)
+    words, phonemes = align_events(events, spans, spec.sentence.words, len(wav) / engine.sample_rate)
+    words = [(w, s + lead, e + lead) for w, s, e in words]
+    phonemes = [(p, s + lead, e + lead) for p, s, e in phonemes]
+    total = lead + len(speech) / SAMPLE_RATE + trail
+    num_frames = int(math.ceil(total * FPS))
+    audio = np.zeros(num_frames * _SAMPLES_PER_FRAME, np.float64)
+    start = int(round(lead * SAMPLE_RATE))
+    audio[start:start + len(speech)] = speech[: len(audio) - start]
+    active = np.abs(speech) > 1e-4
+    rms = float(np.sqrt(np.mean(speech[active] ** 2))) if active.any() else 1.0
+    target = 10 ** (rng.uniform(-23.0, -17.0) / 20.0)
+    audio *= target / max(rms, 1e-8)
+    peak = float(np.abs(audio).max())
+    if peak > 0.95:
+        audio *= 0.95 / peak
+    return Speech(audio.astype(np.float32), words, phonemes, num_frames)
+
+
+# --------------------------------------------------------------------------- one utterance
+
+
+def _relative(path: Path, root: Path) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def make_utterance(spec: UtteranceSpec, out_dir: str | os.PathLike, face: str | None | bool = False) -> dict:
+    """Make one utterance's files and return its manifest row.
+
+    Args:
+        spec: what to make.
+        out_dir: dataset root; files go to ``<out_dir>/<split>/``.
+        face: ``False`` for the crop form; ``None`` for the full face on the
+            default photo (the astronaut); a path for another face photo.
+
+    Returns:
+        The manifest row (also written to ``<id>.json``). If that JSON already
+        exists for the same form, nothing is redone and it is returned.
+    """
+    from avsr.io import write_av
+
+    root = Path(out_dir)
+    folder = root / spec.split
+    form = "crop" if face is False else "face"
+    row_path = folder / f"{spec.id}.json"
+    if row_path.exists():
+        try:
+            row = json.loads(row_path.read_text())
+            if row.get("form") == form:
+                return row
+        except (OSError, ValueError):
+            pass  # a broken record: make it again
+    rng = np.random.default_rng(spec.seed)
+    speech = synthesize_speech(spec, rng)
+    style = MouthStyle.from_seed(stable_seed("style", spec.speaker.id))
+    track = viseme_track(speech.phonemes, speech.num_frames, FPS, sigma=style.sigma, gains=np.array(style.gains))
+    nuisance = Nuisance.sample(rng, speech.num_frames)
+    crops = apply_nuisance(render_crops(track, style, nuisance, rng), nuisance, rng)
+    folder.mkdir(parents=True, exist_ok=True)
+    mouths_path, audio_path, video_path = (folder / f"{spec.id}{ext}" for ext in (".npz", ".flac", ".mp4"))
+    save_npz_atomic(mouths_path, mouths=to_gray(crops), fps=np.float32(FPS))
+    with atomic_path(audio_path) as tmp:
+        sf.write(tmp, speech.audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    if face is False:
+        video = crops
+    else:
+        photo = load_face(face if isinstance(face, str) else None)
+        video = apply_nuisance(render_face(track, style, photo, nuisance, rng), nuisance, rng, jpeg=False)
+    write_av(video_path, video, FPS, speech.audio, SAMPLE_RATE, audio_codec="aac", crf=23, preset="ultrafast")
+    row = {
+        "id": spec.id, "split": spec.split, "speaker": spec.speaker.id,
+        "duration": round(len(speech.audio) / SAMPLE_RATE, 4), "text": spec.sentence.text,
+        "audio": _relative(audio_path, root), "mouths": _relative(mouths_path, root),
+        "video": _relative(video_path, root),
+        "words": [[w, round(s, 4), round(e, 4)] for w, s, e in speech.words],
+        "phonemes": [[p, round(s, 4), round(e, 4)] for p, s, e in speech.phonemes if not _is_pause(p)],
+        "num_frames": speech.num_frames, "fps": FPS, "sample_rate": SAMPLE_RATE,
+        "voice": spec.speaker.espeak_voice, "av_offset": nuisance.offset, "form": form,
+    }
+    with atomic_path(row_path) as tmp:
+        tmp.write_text(json.dumps(row))
+    return row
+
+
+def _job(args: tuple[UtteranceSpec, str, str | None | bool]) -> dict:
+    return make_utterance(*args)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise InputError(out_dir, f"cannot write the output folder ({e.strerror or e})") from None
+
+
+def write_manifest(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Write manifest rows to CSV atomically (``words``/``phonemes`` as JSON)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                out = dict(row)
+                out["words"] = json.dumps(row["words"])
+                out["phonemes"] = json.dumps(row["phonemes"])
+                writer.writerow(out)
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict]:
+    """Read a SynthGRID manifest: JSON columns decoded, numbers parsed, paths made absolute.
+
+    Raises:
+        InputError: missing file or columns.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "no such manifest")
+    with open(p, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"id", "audio", "words"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(p, f"not a SynthGRID manifest (missing columns {sorted(missing)})")
+        rows = list(reader)
+    for row in rows:
+        for key in ("words", "phonemes"):
+            if key in row and row[key]:
+                row[key] = json.loads(row[key])
+        for key in ("duration", "fps"):
+            if row.get(key):
+                row[key] = float(row[key])
+        for key in ("num_frames", "sample_rate", "av_offset"):
+            if row.get(key):
+                row[key] = int(row[key])
+        for key in ("audio", "mouths", "video"):
+            if row.get(key):
+                row[key] = str((p.parent / row[key]).resolve())
+    return rows
+
+
+def generate(
+    out_dir: str | os.PathLike,
+    num: int,
+    split: str = "train",
+    seed: int = 0,
+    *,
+    processes: int | None = None,
+    full_face: bool = False,
+    face_image: str | os.PathLike | None = None,
+    voices: list[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Generate ``num`` SynthGRID utterances of one split and write the manifest.
+
+    Args:
+        out_dir: dataset root (created). Existing finished utterances are kept.
+        num: number of utterances (``>= 1``).
+        split: ``"train"``, ``"valid"`` or ``"test"`` (disjoint speakers).
+        seed: run seed; the same seed gives the same data.
+        processes: worker processes (default: CPU count, at most 8).
+        full_face: also composite the mouth onto a face photo; the ``video``
+            column then points at the full-face mp4.
+        face_image: face photo to use (implies ``full_face``); default: the
+            scikit-image astronaut.
+        voices: restrict speakers to these eSpeak voices.
+        progress: show a progress bar.
+
+    Returns:
+        Path of the manifest, ``<out_dir>/<split>.csv``.
+
+    Raises:
+        InputError: bad count, split, voice, face image, or unwritable output.
+    """
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+        raise InputError(None, f"the number of utterances must be a positive integer, got {num!r}")
+    if split not in SPLITS:
+        raise InputError(None, f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    out = Path(out_dir)
+    _check_writable(out)
+    face: str | None | bool = False
+    if face_image is not None:
+        face = os.fspath(face_image)
+        if not Path(face).is_file():
+            raise InputError(face, "no such face image")
+    elif full_face:
+        face = None
+    if face is not False:
+        load_face(face)  # find the mouth once, before forking: workers inherit it
+    specs = plan(split, int(num), int(seed), voices)
+    jobs = [(s, os.fspath(out), face) for s in specs]
+    n_proc = max(1, min(processes or min(os.cpu_count() or 1, 8), len(jobs)))
+    rows = _run_jobs(jobs, n_proc, progress, f"synth {split}")
+    rows.sort(key=lambda r: r["id"])
+    manifest = out / f"{split}.csv"
+    write_manifest(manifest, rows)
+    return manifest
+
+
+def _run_jobs(jobs: list, n_proc: int, progress: bool, desc: str) -> list[dict]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="utt", disable=not progress, dynamic_ncols=True)
+    rows = []
+    try:
+        if n_proc == 1:
+            for job in jobs:
+                rows.append(_job(job))
+                bar.update()
+        else:
+            method = "fork" if "fork" in mp.get_all_start_methods() else None
+            with mp.get_context(method).Pool(n_proc) as pool:
+                for row in pool.imap_unordered(_job, jobs, chunksize=2):
+                    rows.append(row)
+                    bar.update()
+    finally:
+        bar.close()
+    return rows

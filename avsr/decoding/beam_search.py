@@ -1,0 +1,440 @@
+"""Joint CTC/attention beam search (batched over hypotheses and utterances).
+
+Each hypothesis ``h`` carries the joint score::
+
+    score(h) = (1 - λ) · log p_att(h) + λ · log p_ctc(h ... | x)
+               + β · log p_lm(h) + γ · |h|
+
+with ``λ = ctc_weight``, ``β = lm_weight`` (shallow fusion with a
+:class:`avsr.models.lm.TokenLM`) and ``γ = length_bonus``. When ``h`` ends the
+CTC prefix probability is replaced by the full-sequence probability
+``log p_ctc(h | x)`` and the attention/LM scores gain their end-of-sentence
+terms. All running hypotheses of all utterances go through the decoder in one
+call per step; the CTC prefix scores of all ``(hypothesis, candidate)`` pairs
+are tensor operations over frames (:class:`avsr.decoding.ctc.CTCPrefixScorer`).
+
+End detection is exact for the hypotheses the beam keeps: every term above
+can only fall as a hypothesis grows (log-probabilities of longer prefixes are
+smaller), so once the ``nbest``-th best ended score beats the best running
+score plus whatever length bonus is still to be earned, no running hypothesis
+can overtake it and the utterance stops.
+
+The model is anything with ``decoder(tokens, memory, memory_lengths) ->
+logits`` (and ``ctc_log_probs(enc)``, ``sos_id``, ``eos_id``), e.g.
+:class:`avsr.models.avsr.AVSRModel`, or a bare decoder callable plus explicit
+``ctc_log_probs``/``sos_id``/``eos_id``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from avsr.decoding.ctc import CTCPrefixScorer, CTCPrefixState
+from avsr.errors import InputError
+
+if TYPE_CHECKING:
+    from avsr.models.lm import TokenLM
+
+NEG_INF = float("-inf")
+
+DecoderFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``(tokens (N, L) long, memory (N, T, D), memory_lengths (N,)) -> logits (N, L, V)``."""
+
+
+class DecoderModel(Protocol):
+    """What the search needs from a model (``AVSRModel`` has all of it)."""
+
+    sos_id: int
+    eos_id: int
+
+    def decoder(self, tokens: Tensor, memory: Tensor, memory_lengths: Tensor) -> Tensor: ...
+
+    def ctc_log_probs(self, enc: Tensor) -> Tensor: ...
+
+
+@dataclass
+class Hypothesis:
+    """One finished decoding result.
+
+    Attributes:
+        tokens: token ids, without sos/eos.
+        score: the joint score used for ranking.
+        att_score: ``log p_att(tokens, eos)`` (0 when the decoder was unused).
+        ctc_score: ``log p_ctc(tokens | x)`` (0 when CTC was unused).
+        lm_score: ``log p_lm(tokens, eos)`` (0 without an LM).
+    """
+
+    tokens: list[int]
+    score: float
+    att_score: float = 0.0
+    ctc_score: float = 0.0
+    lm_score: float = 0.0
+
+
+@dataclass
+class _Resolved:
+    decoder: DecoderFn | None
+    ctc_log_probs: Tensor | None
+    sos_id: int
+    eos_id: int
+
+
+def _resolve(
+    model: DecoderModel | DecoderFn,
+    enc: Tensor,
+    ctc_log_probs: Tensor | None,
+    sos_id: int | None,
+    eos_id: int | None,
+    need_ctc: bool,
+) -> _Resolved:
+    """Pull the decoder, CTC scores and special ids from a model or arguments."""
+    is_model = hasattr(model, "decoder") and callable(getattr(model, "decoder"))
+    decoder = model.decoder if is_model else model  # type: ignore[union-attr]
+    if sos_id is None:
+        sos_id = getattr(model, "sos_id", None)
+    if eos_id is None:
+        eos_id = getattr(model, "eos_id", sos_id)
+    if sos_id is None or eos_id is None:
+        raise InputError(None, "beam search needs sos_id/eos_id (from the model or as arguments)")
+    if need_ctc and ctc_log_probs is None:
+        if not hasattr(model, "ctc_log_probs"):
+            raise InputError(None, "ctc_weight > 0 needs ctc_log_probs (or a model that has them)")
+        ctc_log_probs = model.ctc_log_probs(enc)  # type: ignore[union-attr]
+    return _Resolved(decoder, ctc_log_probs, int(sos_id), int(eos_id))
+
+
+def _max_lengths(enc_lengths: Tensor, max_len_ratio: float, max_len: int | None, use_ctc: bool) -> Tensor:
+    """Longest output (tokens, eos excluded) allowed per utterance, ``(B,)``."""
+    lengths = enc_lengths.long().cpu()
+    if max_len is not None:
+        out = torch.full_like(lengths, int(max_len))
+    else:
+        out = torch.ceil(lengths.float() * max_len_ratio).long()
+    if use_ctc:  # CTC cannot emit more tokens than frames
+        out = torch.minimum(out, lengths)
+    return out.clamp(min=0)
+
+
+@torch.no_grad()
+def greedy_attention(
+    model: DecoderModel | DecoderFn,
+    enc: Tensor,
+    enc_lengths: Tensor,
+    *,
+    sos_id: int | None = None,
+    eos_id: int | None = None,
+    blank_id: int = 0,
+    max_len_ratio: float = 1.0,
+    max_len: int | None = None,
+) -> list[list[int]]:
+    """Greedy attention decoding (argmax each step, blank excluded), batched.
+
+    Args:
+        model: a model with ``decoder`` or a decoder callable.
+        enc: ``(B, T, D)`` encoder output (the decoder's memory).
+        enc_lengths: ``(B,)`` valid frames.
+        sos_id, eos_id: special ids (default: the model's).
+        blank_id: never emitted.
+        max_len_ratio: longest output as a fraction of the frames.
+        max_len: absolute longest output (overrides ``max_len_ratio``).
+
+    Returns:
+        Token ids per utterance (no sos/eos).
+    """
+    res = _resolve(model, enc, None, sos_id, eos_id, need_ctc=False)
+    B = enc.shape[0]
+    limit = _max_lengths(enc_lengths, max_len_ratio, max_len, use_ctc=False)
+    tokens = torch.full((B, 1), res.sos_id, dtype=torch.long, device=enc.device)
+    running = torch.ones(B, dtype=torch.bool)
+    out: list[list[int]] = [[] for _ in range(B)]
+    step = 0
+    while True:
+        running &= limit > step
+        if not running.any():
+            return out
+        idx = running.nonzero().squeeze(1)
+        logits = res.decoder(tokens[idx.to(enc.device)], enc[idx.to(enc.device)], enc_lengths[idx.to(enc_lengths.device)])
+        logits = logits[:, -1].float()
+        logits[:, blank_id] = NEG_INF
+        best = logits.argmax(-1)
+        new_col = torch.full((B, 1), res.eos_id, dtype=torch.long, device=enc.device)
+        new_col[idx.to(enc.device), 0] = best
+        tokens = torch.cat([tokens, new_col], dim=1)
+        for i, tok in zip(idx.tolist(), best.tolist()):
+            if tok == res.eos_id:
+                running[i] = False
+            else:
+                out[i].append(tok)
+        step += 1
+
+
+@dataclass
+class _Beam:
+    """Running hypotheses of all utterances, rows grouped by utterance then rank."""
+
+    tokens: Tensor  # (R, L) without sos
+    utt: Tensor  # (R,) utterance of each row
+    slot: Tensor  # (R,) rank of the row inside its utterance
+    att: Tensor  # (R,) summed attention log-probs
+    lm: Tensor  # (R,) summed LM log-probs
+    score: Tensor  # (R,) joint score
+    ctc: CTCPrefixState | None
+    lm_state: Any
+    ended: list[list[Hypothesis]] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+
+def _ranks_within(utt: Tensor) -> Tensor:
+    """Position of each row among the rows of its utterance (``utt`` sorted)."""
+    if utt.numel() == 0:
+        return utt.clone()
+    start = torch.ones_like(utt, dtype=torch.bool)
+    start[1:] = utt[1:] != utt[:-1]
+    idx = torch.arange(utt.numel(), device=utt.device)
+    first = torch.cummax(torch.where(start, idx, torch.zeros_like(idx)), dim=0).values
+    return idx - first
+
+
+@torch.no_grad()
+def joint_beam_search(
+    model: DecoderModel | DecoderFn,
+    enc: Tensor,
+    enc_lengths: Tensor,
+    *,
+    ctc_log_probs: Tensor | None = None,
+    sos_id: int | None = None,
+    eos_id: int | None = None,
+    blank_id: int = 0,
+    beam_size: int = 10,
+    ctc_weight: float = 0.3,
+    lm: "TokenLM | None" = None,
+    lm_weight: float = 0.0,
+    length_bonus: float = 0.0,
+    max_len_ratio: float = 1.0,
+    max_len: int | None = None,
+    pre_beam: int | None = None,
+    nbest: int | None = None,
+) -> list[list[Hypothesis]]:
+    """Joint CTC/attention beam search with optional LM shallow fusion.
+
+    Args:
+        model: a model (``decoder``, ``ctc_log_probs``, ``sos_id``, ``eos_id``)
+            or a decoder callable ``(tokens (N, L), memory (N, T, D),
+            memory_lengths (N,)) -> logits (N, L, V)``.
+        enc: ``(B, T, D)`` encoder output.
+        enc_lengths: ``(B,)`` valid frames.
+        ctc_log_probs: ``(B, T, V)`` CTC log-probabilities (default: the
+            model's ``ctc_log_probs(enc)`` when ``ctc_weight > 0``).
+        sos_id, eos_id: special ids (default: the model's).
+        blank_id: the CTC blank, never emitted.
+        beam_size: running hypotheses kept per utterance.
+        ctc_weight: ``λ`` in [0, 1]; 1 means CTC prefix search without the
+            decoder.
+        lm: optional token LM for shallow fusion.
+        lm_weight: ``β``.
+        length_bonus: ``γ``, added per emitted token (eos excluded).
+        max_len_ratio: longest output as a fraction of the frames.
+        max_len: absolute longest output (overrides ``max_len_ratio``).
+        pre_beam: candidate tokens per hypothesis whose CTC prefix score is
+            computed, chosen by attention (+LM) score; default
+            ``int(1.5 * beam_size)``. The full vocabulary is scored when it is
+            at least the vocabulary size or when ``ctc_weight == 1``.
+        nbest: finished hypotheses returned per utterance (default
+            ``beam_size``).
+
+    Returns:
+        Per utterance, the best finished hypotheses, best first.
+    """
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise InputError(None, f"ctc_weight must be in [0, 1], got {ctc_weight}")
+    if beam_size < 1:
+        raise InputError(None, f"beam_size must be >= 1, got {beam_size}")
+    use_ctc = ctc_weight > 0
+    use_att = ctc_weight < 1
+    use_lm = lm is not None and lm_weight != 0
+    res = _resolve(model, enc, ctc_log_probs, sos_id, eos_id, need_ctc=use_ctc)
+    nbest = beam_size if nbest is None else nbest
+    device = enc.device
+    B = enc.shape[0]
+    enc_lengths = enc_lengths.to(device)
+    limit = _max_lengths(enc_lengths, max_len_ratio, max_len, use_ctc).to(device)
+    scorer = CTCPrefixScorer(res.ctc_log_probs, enc_lengths, blank=blank_id) if use_ctc else None
+    V = res.ctc_log_probs.shape[-1] if use_ctc else None
+
+    utt = torch.arange(B, device=device)
+    beam = _Beam(
+        tokens=torch.zeros((B, 0), dtype=torch.long, device=device),
+        utt=utt,
+        slot=torch.zeros(B, dtype=torch.long, device=device),
+        att=torch.zeros(B, device=device),
+        lm=torch.zeros(B, device=device),
+        score=torch.zeros(B, device=device),
+        ctc=scorer.initial_state(utt) if scorer is not None else None,
+        lm_state=lm.init_state(B) if use_lm else None,
+        ended=[[] for _ in range(B)],
+    )
+    weights = (1.0 - ctc_weight, ctc_weight, lm_weight, length_bonus)
+    while beam.utt.numel() > 0:
+        beam = _step(beam, res, enc, enc_lengths, limit, scorer, lm if use_lm else None,
+                     weights, beam_size, blank_id, pre_beam, V, nbest)
+    results = []
+    for hyps in beam.ended:
+        hyps = sorted(hyps, key=lambda h: h.score, reverse=True)[:nbest]
+        results.append(hyps or [Hypothesis([], NEG_INF)])
+    return results
+
+
+def _step(
+    beam: _Beam,
+    res: _Resolved,
+    enc: Tensor,
+    enc_lengths: Tensor,
+    limit: Tensor,
+    scorer: CTCPrefixScorer | None,
+    lm: "TokenLM | None",
+    weights: tuple[float, float, float, float],
+    beam_size: int,
+    blank_id: int,
+    pre_beam: int | None,
+    V: int | None,
+    nbest: int,
+) -> _Beam:
+    """Extend every running hypothesis by one token and prune to the beam."""
+    w_att, w_ctc, w_lm, bonus = weights
+    R, L = beam.utt.numel(), beam.length
+    device = enc.device
+    eos = res.eos_id
+    last = beam.tokens[:, -1] if L > 0 else torch.full((R,), res.sos_id, dtype=torch.long, device=device)
+
+    # --- next-token scores from the decoder and the LM: (R, V)
+    att_lp = None
+    if w_att > 0:
+        inp = torch.cat([torch.full((R, 1), res.sos_id, dtype=torch.long, device=device), beam.tokens], 1)
+        logits = res.decoder(inp, enc[beam.utt], enc_lengths[beam.utt])[:, -1]
+        att_lp = logits.float().log_softmax(-1)
+        V = att_lp.shape[-1]
+    lm_lp, lm_state = None, None
+    if lm is not None:
+        lm_lp, lm_state = lm.score(last, beam.lm_state)
+        V = lm_lp.shape[-1]
+    assert V is not None
+    pre = torch.zeros((R, V), device=device)
+    if att_lp is not None:
+        pre = pre + w_att * att_lp
+    if lm_lp is not None:
+        pre = pre + w_lm * lm_lp
+    pre[:, blank_id] = NEG_INF
+
+    # --- candidate tokens (R, K); only eos once the length limit is reached
+    at_limit = limit[beam.utt] <= L
+    k = max(1, pre_beam if pre_beam is not None else int(1.5 * beam_size))
+    if scorer is None or w_att == 0 or k >= V - 1:  # score every token
+        cand = torch.arange(V, device=device)
+        cand = cand[cand != blank_id][None, :].expand(R, V - 1)
+    else:  # CTC-score only the best tokens by attention (+LM)
+        cand = pre.topk(k, dim=-1).indices
+    is_eos = cand == eos
+    allowed = ~at_limit[:, None] | is_eos
+
+    # --- accumulate the scores of every (hypothesis, candidate)
+    att_new = beam.att[:, None] + (att_lp.gather(1, cand) if att_lp is not None else 0.0)
+    lm_new = beam.lm[:, None] + (lm_lp.gather(1, cand) if lm_lp is not None else 0.0)
+    att_new = torch.as_tensor(att_new, device=device).expand(cand.shape)
+    lm_new = torch.as_tensor(lm_new, device=device).expand(cand.shape)
+    ctc_new = torch.zeros(cand.shape, device=device)
+    ctc_r = None
+    if scorer is not None:
+        prefix, ctc_r = scorer.score_candidates(beam.ctc, cand)
+        final = scorer.final_scores(beam.ctc)
+        ctc_new = torch.where(is_eos, final[:, None].expand_as(prefix), prefix)
+    n_tok = torch.where(is_eos, L, L + 1).float()
+    total = w_att * att_new + w_ctc * ctc_new + w_lm * lm_new + bonus * n_tok
+    total = total.masked_fill(~allowed, NEG_INF).nan_to_num(nan=NEG_INF)
+
+    # --- per-utterance top beam over (slot, candidate)
+    B, K = len(beam.ended), cand.shape[1]
+    grid = torch.full((B, beam_size, K), NEG_INF, device=device)
+    grid[beam.utt, beam.slot] = total
+    row_of = torch.full((B, beam_size), -1, dtype=torch.long, device=device)
+    row_of[beam.utt, beam.slot] = torch.arange(R, device=device)
+    top_val, top_idx = grid.view(B, beam_size * K).topk(min(beam_size, beam_size * K), dim=-1)
+    sel_utt, sel_rank = (top_val > NEG_INF).nonzero(as_tuple=True)
+    flat = top_idx[sel_utt, sel_rank]
+    row = row_of[sel_utt, flat // K]
+    kk = flat % K
+    tok = cand[row, kk]
+    sel_score = total[row, kk]
+    sel_att, sel_lm, sel_ctc = att_new[row, kk], lm_new[row, kk], ctc_new[row, kk]
+
+    # --- finished hypotheses
+    ended = tok == eos
+    if ended.any():
+        toks = beam.tokens[row[ended]].tolist()
+        for u, t, s, a, c, m in zip(sel_utt[ended].tolist(), toks, sel_score[ended].tolist(),
+                                    sel_att[ended].tolist(), sel_ctc[ended].tolist(),
+                                    sel_lm[ended].tolist()):
+            beam.ended[u].append(Hypothesis(t, s, a if w_att > 0 else 0.0, c if w_ctc > 0 else 0.0,
+                                            m if lm is not None else 0.0))
+
+    # --- running hypotheses, minus utterances whose best results are settled
+    keep = ~ended
+    done = _finished_utterances(beam.ended, sel_utt[keep], sel_score[keep], limit, L + 1, bonus, nbest)
+    keep &= ~done[sel_utt]
+    row, kk, tok, u = row[keep], kk[keep], tok[keep], sel_utt[keep]
+    ctc_state = None
+    if scorer is not None:
+        ctc_state = scorer.extend(beam.ctc, row, tok, ctc_r[row, kk], ctc_new[row, kk])
+    return _Beam(
+        tokens=torch.cat([beam.tokens[row], tok[:, None]], dim=1),
+        utt=u,
+        slot=_ranks_within(u),
+        att=sel_att[keep],
+        lm=sel_lm[keep],
+        score=sel_score[keep],
+        ctc=ctc_state,
+        lm_state=lm.select_state(lm_state, row) if lm is not None else None,
+        ended=beam.ended,
+    )
+
+
+def _finished_utterances(
+    ended: list[list[Hypothesis]],
+    run_utt: Tensor,
+    run_score: Tensor,
+    limit: Tensor,
+    length: int,
+    bonus: float,
+    nbest: int,
+) -> Tensor:
+    """Utterances whose ``nbest`` best ended hypotheses no running one can beat.
+
+    Args:
+        ended: finished hypotheses per utterance.
+        run_utt: ``(M,)`` utterance of each running hypothesis.
+        run_score: ``(M,)`` their joint scores (length ``length``).
+        limit: ``(B,)`` longest allowed outputs.
+        length: tokens in the running hypotheses.
+        bonus: length bonus per token (only a positive bonus can raise a score).
+        nbest: how many results are wanted.
+
+    Returns:
+        ``(B,)`` bool.
+    """
+    B = len(ended)
+    best_running = torch.full((B,), NEG_INF, device=run_score.device)
+    best_running = best_running.scatter_reduce(0, run_utt, run_score, reduce="amax")
+    headroom = max(bonus, 0.0) * (limit - length).clamp(min=0).float()
+    bound = (best_running + headroom).tolist()
+    done = torch.zeros(B, dtype=torch.bool, device=run_score.device)
+    for b in range(B):
+        if len(ended[b]) >= nbest:
+            kth = sorted((h.score for h in ended[b]), reverse=True)[nbest - 1]
+            done[b] = kth >= bound[b]
+    return done

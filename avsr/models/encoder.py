@@ -1,0 +1,493 @@
+"""Masked multimodal encoder: conformer layers with rotary self-attention.
+
+* :class:`MultiHeadAttention`: scaled dot-product attention with optional
+  rotary position embeddings (RoPE, relative positions), key padding masks
+  and causal masking; shared by the encoder and the decoder.
+* :class:`ConformerBlock` / :class:`Conformer`: macaron FFN, RoPE
+  self-attention, convolution module (padded steps are zeroed before the
+  depthwise convolution), FFN, LayerNorm. No absolute positions anywhere,
+  so an utterance gives the same output alone or padded in a batch.
+* :class:`SpanMasker`: AV-HuBERT/wav2vec 2.0 style span masking of the
+  encoder input with a learned mask embedding.
+* :class:`AVEncoder`: frontends -> fusion (with modality dropout) -> span
+  masking (optional) -> conformer. Its ``forward`` is the one ``encode``
+  used by ASR training, self-supervised pretraining and inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from avsr.audio.features import lengths_to_mask
+from avsr.errors import InputError
+from avsr.models.frontends import AudioFrontend, VideoFrontend
+from avsr.models.fusion import AVFusion
+
+__all__ = [
+    "rotary_tables",
+    "apply_rotary",
+    "MultiHeadAttention",
+    "FeedForward",
+    "ConvModule",
+    "ConformerBlock",
+    "Conformer",
+    "SpanMasker",
+    "EncoderOutput",
+    "AVEncoder",
+]
+
+
+def rotary_tables(
+    steps: int, dim: int, device: torch.device, dtype: torch.dtype, base: float = 10000.0
+) -> tuple[Tensor, Tensor]:
+    """Cosine and sine tables of rotary position embeddings.
+
+    Args:
+        steps: number of positions T.
+        dim: rotated dimension (the head dimension; even).
+        device: device of the tables.
+        dtype: dtype of the tables.
+        base: frequency base.
+
+    Returns:
+        cos, sin: each (T, dim).
+    """
+    inv_freq = 1.0 / base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim)
+    angles = torch.arange(steps, device=device, dtype=torch.float32).unsqueeze(1) * inv_freq
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs of features (rotate-half form) by position-dependent angles.
+
+    Args:
+        x: (..., T, dim) queries or keys.
+        cos: (T, dim) table from :func:`rotary_tables`.
+        sin: (T, dim) table from :func:`rotary_tables`.
+
+    Returns:
+        (..., T, dim) rotated tensor; dot products of rotated queries and keys
+        depend only on the position difference.
+    """
+    half = x.size(-1) // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with optional RoPE, key padding and causal masks.
+
+    Args:
+        d_model: model dimension.
+        n_heads: attention heads (must divide ``d_model``; head dim even with RoPE).
+        dropout: attention-probability dropout.
+        rotary: apply rotary position embeddings to queries and keys.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, rotary: bool = False) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        if rotary and self.head_dim % 2:
+            raise ValueError("rotary attention needs an even head dimension")
+        self.rotary = rotary
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_model, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        query: Tensor,
+        key_value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        causal: bool = False,
+    ) -> Tensor:
+        """Attend.
+
+        Args:
+            query: (B, L, D).
+            key_value: (B, S, D).
+            key_padding_mask: (B, S) bool, True on padded keys (ignored).
+            causal: forbid attending to later positions (needs L == S).
+
+        Returns:
+            (B, L, D).
+        """
+        b, length, d = query.shape
+        q = self._heads(self.q(query))
+        k, v = (self._heads(t) for t in self.kv(key_value).chunk(2, dim=-1))
+        if self.rotary:
+            steps = max(length, k.size(2))
+            cos, sin = rotary_tables(steps, self.head_dim, q.device, q.dtype)
+            q = apply_rotary(q, cos[:length], sin[:length])
+            k = apply_rotary(k, cos[: k.size(2)], sin[: k.size(2)])
+        allowed: Tensor | None = None
+        if key_padding_mask is not None:
+            allowed = (~key_padding_mask).view(b, 1, 1, -1)
+        if causal:
+            tri = torch.ones(length, k.size(2), dtype=torch.bool, device=q.device).tril()
+            allowed = tri.view(1, 1, length, -1) if allowed is None else allowed & tri
+        y = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(b, length, d))
+
+
+class FeedForward(nn.Module):
+    """Pre-LayerNorm position-wise feed-forward block (without the residual).
+
+    Args:
+        d_model: model dimension.
+        d_ff: hidden dimension.
+        dropout: dropout after the activation and after the output projection.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, d_ff),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(d_ff, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, T, D)."""
+        return self.net(x)
+
+
+class ConvModule(nn.Module):
+    """Conformer convolution module (without the residual).
+
+    LayerNorm -> pointwise conv + GLU -> zero padded steps -> depthwise conv ->
+    norm -> SiLU -> pointwise conv -> dropout.
+
+    Args:
+        d_model: model dimension.
+        kernel_size: depthwise kernel size (odd).
+        dropout: output dropout.
+        norm: ``"layer"`` (default: statistics per step, so training never
+            mixes padding into them and batch size 1 is fine) or ``"batch"``
+            (the original conformer; in training mode its statistics include
+            padded steps, in evaluation mode it is padding invariant).
+    """
+
+    def __init__(self, d_model: int, kernel_size: int = 15, dropout: float = 0.0, norm: str = "layer") -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd")
+        if norm not in ("layer", "batch"):
+            raise ValueError(f"norm must be 'layer' or 'batch', got {norm!r}")
+        self.norm_in = nn.LayerNorm(d_model)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model)
+        self.norm_kind = norm
+        self.norm_mid = nn.LayerNorm(d_model) if norm == "layer" else nn.BatchNorm1d(d_model)
+        self.act = nn.SiLU()
+        self.pointwise_out = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """Convolve.
+
+        Args:
+            x: (B, T, D).
+            valid: (B, T) bool, True on valid steps.
+
+        Returns:
+            (B, T, D).
+        """
+        y = nn.functional.glu(self.pointwise_in(self.norm_in(x)), dim=-1)
+        y = y * valid.unsqueeze(-1).to(y.dtype)
+        y = self.depthwise(y.transpose(1, 2))  # (B, D, T)
+        if self.norm_kind == "batch":
+            y = self.norm_mid(y).transpose(1, 2)
+        else:
+            y = self.norm_mid(y.transpose(1, 2))
+        return self.dropout(self.pointwise_out(self.act(y)))
+
+
+class ConformerBlock(nn.Module):
+    """Conformer block: ½FFN, RoPE self-attention, convolution, ½FFN, LayerNorm.
+
+    Args:
+        d_model: model dimension.
+        n_heads: attention heads.
+        d_ff: feed-forward hidden dimension.
+        kernel_size: depthwise convolution kernel.
+        dropout: dropout rate.
+        conv_norm: normalisation in the convolution module (``"layer"``/``"batch"``).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        kernel_size: int = 15,
+        dropout: float = 0.0,
+        conv_norm: str = "layer",
+    ) -> None:
+        super().__init__()
+        self.ffn1 = FeedForward(d_model, d_ff, dropout)
+        self.attn_norm = nn.LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout, rotary=True)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.conv = ConvModule(d_model, kernel_size, dropout, conv_norm)
+        self.ffn2 = FeedForward(d_model, d_ff, dropout)
+        self.norm_out = nn.LayerNorm(d_model)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """(B, T, D), valid (B, T) bool -> (B, T, D)."""
+        x = x + 0.5 * self.ffn1(x)
+        h = self.attn_norm(x)
+        x = x + self.attn_dropout(self.attn(h, h, key_padding_mask=~valid))
+        x = x + self.conv(x, valid)
+        x = x + 0.5 * self.ffn2(x)
+        return self.norm_out(x)
+
+
+class Conformer(nn.Module):
+    """A stack of :class:`ConformerBlock`.
+
+    Args:
+        d_model: model dimension.
+        n_layers: number of blocks.
+        n_heads: attention heads.
+        d_ff: feed-forward hidden dimension.
+        kernel_size: depthwise convolution kernel.
+        dropout: dropout rate.
+        conv_norm: ``"layer"`` or ``"batch"`` (see :class:`ConvModule`).
+
+    Example:
+        >>> enc = Conformer(d_model=16, n_layers=2, n_heads=2, d_ff=32).eval()
+        >>> y, n = enc(torch.randn(2, 9, 16), torch.tensor([9, 4]))
+        >>> tuple(y.shape), n.tolist()
+        ((2, 9, 16), [9, 4])
+    """
+
+    def __init__(
+        self,
+        d_model: int = 256,
+        n_layers: int = 12,
+        n_heads: int = 4,
+        d_ff: int = 1024,
+        kernel_size: int = 15,
+        dropout: float = 0.1,
+        conv_norm: str = "layer",
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            ConformerBlock(d_model, n_heads, d_ff, kernel_size, dropout, conv_norm) for _ in range(n_layers)
+        )
+
+    def forward_layers(self, x: Tensor, lengths: Tensor, n_layers: int | None = None) -> list[Tensor]:
+        """Outputs of the first ``n_layers`` blocks (all by default).
+
+        Args:
+            x: (B, T, D) input.
+            lengths: (B,) valid steps.
+            n_layers: number of blocks to run.
+
+        Returns:
+            list of (B, T, D) block outputs, zero on padded steps.
+        """
+        valid = lengths_to_mask(lengths, x.size(1))
+        keep = valid.unsqueeze(-1).to(x.dtype)
+        outputs = []
+        for layer in self.layers[: n_layers if n_layers is not None else len(self.layers)]:
+            x = layer(x, valid) * keep
+            outputs.append(x)
+        return outputs
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Encode.
+
+        Args:
+            x: (B, T, D) input.
+            lengths: (B,) valid steps.
+
+        Returns:
+            (B, T, D) output (zero on padded steps) and the (B,) lengths.
+        """
+        outputs = self.forward_layers(x, lengths)
+        return (outputs[-1] if outputs else x), lengths
+
+
+class SpanMasker(nn.Module):
+    """Span masking with a learned mask embedding (AV-HuBERT / wav2vec 2.0 style).
+
+    For an utterance of ``L`` valid steps, ``max(1, round(mask_prob * L /
+    span))`` span starts are drawn uniformly from ``[0, L - span]`` and the
+    ``span`` steps after each start are masked (spans may overlap, so the
+    masked fraction is at most ``mask_prob``). Masked steps are replaced by
+    the mask embedding; padded steps are never masked.
+
+    Args:
+        d_model: feature dimension.
+        mask_prob: fraction of steps used as span starts × span.
+        span: span length in steps (10 steps = 0.4 s at 25 fps).
+    """
+
+    def __init__(self, d_model: int, mask_prob: float = 0.5, span: int = 10) -> None:
+        super().__init__()
+        if not 0.0 <= mask_prob <= 1.0 or span < 1:
+            raise ValueError("need 0 <= mask_prob <= 1 and span >= 1")
+        self.mask_prob = mask_prob
+        self.span = span
+        self.embedding = nn.Parameter(torch.empty(d_model).uniform_(-0.1, 0.1))
+
+    def sample(self, lengths: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw span masks.
+
+        Args:
+            lengths: (B,) valid steps.
+            steps: size T of the time axis.
+            generator: optional random generator.
+
+        Returns:
+            (B, T) bool, True on masked steps (only valid steps).
+        """
+        mask = torch.zeros(lengths.numel(), steps, dtype=torch.bool)
+        if self.mask_prob <= 0:
+            return mask.to(lengths.device)
+        for b, length in enumerate(lengths.tolist()):
+            if length <= 0:
+                continue
+            span = min(self.span, length)
+            n_spans = max(1, round(self.mask_prob * length / span))
+            starts = torch.randint(0, length - span + 1, (n_spans,), generator=generator)
+            for start in starts.tolist():
+                mask[b, start : start + span] = True
+        return mask.to(lengths.device)
+
+    def forward(self, x: Tensor, lengths: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mask.
+
+        Args:
+            x: (B, T, D) features.
+            lengths: (B,) valid steps.
+            mask: (B, T) bool to use instead of drawing one.
+
+        Returns:
+            masked features (B, T, D) and the (B, T) bool mask.
+        """
+        if mask is None:
+            mask = self.sample(lengths, x.size(1))
+        filled = torch.where(mask.unsqueeze(-1), self.embedding.to(x.dtype).expand_as(x), x)
+        return filled, mask
+
+
+@dataclass
+class EncoderOutput:
+    """What :class:`AVEncoder` returns.
+
+    Attributes:
+        features: (B, T, D) encoder output at 25 fps, zero on padded steps.
+        lengths: (B,) valid steps.
+        mask: (B, T) bool span mask applied to the input, or ``None``.
+        hidden: per-block outputs (B, T, D) when requested, else ``None``.
+    """
+
+    features: Tensor
+    lengths: Tensor
+    mask: Tensor | None = None
+    hidden: list[Tensor] | None = None
+
+
+class AVEncoder(nn.Module):
+    """Frontends -> fusion (modality dropout) -> optional span masking -> conformer.
+
+    Args:
+        audio_frontend: waveform -> (B, T, Da) at 25 fps.
+        video_frontend: mouth frames -> (B, T, Dv) at 25 fps.
+        fusion: aligns and fuses the streams to (B, T, D).
+        conformer: the encoder layers.
+        masker: span masker used when ``mask=True``.
+    """
+
+    def __init__(
+        self,
+        audio_frontend: AudioFrontend,
+        video_frontend: VideoFrontend,
+        fusion: AVFusion,
+        conformer: Conformer,
+        masker: SpanMasker,
+    ) -> None:
+        super().__init__()
+        self.audio_frontend = audio_frontend
+        self.video_frontend = video_frontend
+        self.fusion = fusion
+        self.conformer = conformer
+        self.masker = masker
+
+    @staticmethod
+    def _lengths(x: Tensor, lengths: Tensor | None) -> Tensor:
+        if lengths is None:
+            return torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
+        if lengths.shape != (x.size(0),):
+            raise InputError(None, f"lengths must have shape ({x.size(0)},), got {tuple(lengths.shape)}")
+        if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > x.size(1)):
+            raise InputError(None, f"lengths must lie in [0, {x.size(1)}], got {lengths.tolist()}")
+        return lengths.to(device=x.device, dtype=torch.long)
+
+    def forward(
+        self,
+        audio: Tensor | None = None,
+        audio_lengths: Tensor | None = None,
+        video: Tensor | None = None,
+        video_lengths: Tensor | None = None,
+        *,
+        mask: bool = False,
+        span_mask: Tensor | None = None,
+        return_hidden: bool = False,
+        n_layers: int | None = None,
+    ) -> EncoderOutput:
+        """Encode either or both modalities.
+
+        Args:
+            audio: (B, N) 16 kHz waveform, or ``None`` (video-only pass).
+            audio_lengths: (B,) valid samples (default all ``N``).
+            video: (B, T, H, W) mouth frames (uint8 or float in [0, 1]), or ``None``.
+            video_lengths: (B,) valid frames (default all ``T``).
+            mask: apply span masking to the fused input (pretraining).
+            span_mask: (B, T') bool mask to apply instead of sampling one.
+            return_hidden: also return every block's output.
+            n_layers: run only the first ``n_layers`` blocks (feature extraction).
+
+        Returns:
+            :class:`EncoderOutput`; ``T' = max(lengths)`` with, per utterance,
+            ``ceil(samples / 640)`` audio steps and ``frames`` video steps
+            reduced to the shorter one when both are given.
+        """
+        if audio is None and video is None:
+            raise InputError(None, "need audio, video or both")
+        if audio is not None and video is not None and audio.size(0) != video.size(0):
+            raise InputError(None, f"audio batch ({audio.size(0)}) and video batch ({video.size(0)}) differ")
+        a = a_len = v = v_len = None
+        if audio is not None:
+            a, a_len = self.audio_frontend(audio, self._lengths(audio, audio_lengths))
+        if video is not None:
+            v, v_len = self.video_frontend(video, self._lengths(video, video_lengths))
+        x, lengths = self.fusion(a, a_len, v, v_len)
+        if int(lengths.min()) < 1:
+            raise InputError(None, "every utterance needs at least one audio sample or video frame")
+        applied: Tensor | None = None
+        if mask or span_mask is not None:
+            x, applied = self.masker(x, lengths, span_mask)
+        hidden = self.conformer.forward_layers(x, lengths, n_layers)
+        features = hidden[-1] if hidden else x
+        return EncoderOutput(features, lengths, applied, hidden if return_hidden else None)

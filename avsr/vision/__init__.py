@@ -1,0 +1,238 @@
+"""Lip-region frontend: video frames -> aligned grayscale mouth crops at 25 fps.
+
+Pipeline (plain numpy + OpenCV + mediapipe, no torch):
+
+1. resample the video to a constant ``fps`` by timestamp (VFR-safe),
+2. face landmarks per kept frame (:mod:`avsr.vision.landmarks`),
+3. fill frames without a face by interpolation, smooth over time
+   (:mod:`avsr.vision.align`),
+4. one affine warp per frame: similarity to a fixed face layout composed
+   with a mouth-centred crop (:mod:`avsr.vision.mouth`).
+
+Example:
+    >>> track = extract_mouths_from_file("talk.mp4")  # doctest: +SKIP
+    >>> track.mouths.shape, track.fps  # doctest: +SKIP
+    ((250, 96, 96), 25.0)
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from avsr.errors import InputError
+from avsr.vision.align import fill_gaps, similarity_transform, smooth
+from avsr.vision.landmarks import LandmarkDetector, detect_landmarks
+from avsr.vision.mouth import MouthCropper, center_crop, random_crop
+
+__all__ = [
+    "MouthTrack",
+    "extract_mouths",
+    "extract_mouths_from_file",
+    "save_mouths",
+    "load_mouths",
+    "LandmarkDetector",
+    "detect_landmarks",
+    "fill_gaps",
+    "smooth",
+    "similarity_transform",
+    "center_crop",
+    "random_crop",
+]
+
+
+@dataclass
+class MouthTrack:
+    """Mouth crops of one video at a constant frame rate.
+
+    Attributes:
+        mouths: ``uint8 (T, size, size)`` grayscale crops.
+        found: ``bool (T,)``, a face was detected on the frame (the crops of
+            the other frames come from interpolated landmarks).
+        fps: frame rate of ``mouths``.
+        landmarks: ``float32 (T, 468, 2)`` face landmarks after gap filling,
+            in pixel coordinates of the resampled frames, or ``None`` (e.g.
+            after :func:`load_mouths`).
+        transforms: ``float32 (T, 2, 3)`` affine maps from frame pixels to
+            crop pixels (what produced each crop), or ``None``.
+    """
+
+    mouths: np.ndarray
+    found: np.ndarray
+    fps: float
+    landmarks: np.ndarray | None = None
+    transforms: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.mouths.shape[0])
+
+
+def _run(
+    frames: Iterable[np.ndarray],
+    size: int,
+    smooth_window: int,
+    detector: LandmarkDetector | None,
+) -> tuple[MouthTrack | None, int]:
+    """Landmarks + crops over a stream of constant-rate frames.
+
+    Returns:
+        ``(result, frames_seen)``; ``result`` is ``None`` if no face was found.
+    """
+    cropper = MouthCropper(size=size, smooth_window=smooth_window)
+    owned = detector is None
+    det = LandmarkDetector() if detector is None else detector
+    try:
+        if not owned:
+            det.reset()
+        for frame in frames:
+            cropper.push(frame, det(frame))
+    finally:
+        if owned:
+            det.close()
+    res = cropper.finish()
+    n = len(res.found)
+    if not res.found.any():
+        return None, n
+    return MouthTrack(res.mouths, res.found, 0.0, res.landmarks, res.transforms), n
+
+
+def extract_mouths(
+    frames: np.ndarray,
+    timestamps: np.ndarray | None = None,
+    fps: float = 25.0,
+    size: int = 96,
+    *,
+    smooth_window: int = 5,
+    detector: LandmarkDetector | None = None,
+) -> MouthTrack:
+    """Mouth crops of in-memory frames.
+
+    Args:
+        frames: ``uint8 (T, H, W, 3)`` RGB frames of one video.
+        timestamps: ``float64 (T,)`` frame times in seconds; the frames are
+            first resampled to ``fps`` by timestamp (landmarks run only on the
+            frames kept). ``None``: the frames are already at ``fps``.
+        fps: output frame rate.
+        size: crop side in pixels.
+        smooth_window: frames in the landmark moving average.
+        detector: a detector to reuse (reset first); default: a new one.
+
+    Returns:
+        :class:`MouthTrack` with ``T' = len(frames)`` (or the resampled count).
+
+    Raises:
+        ValueError: malformed ``frames`` / ``timestamps`` or no frames.
+        InputError: no face on any frame (``path`` is ``None``).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if frames.shape[0] == 0:
+        raise ValueError("no frames")
+    if timestamps is not None:
+        from avsr.io import resample_indices
+
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        if timestamps.shape != (frames.shape[0],):
+            raise ValueError(f"{frames.shape[0]} frames but timestamps of shape {timestamps.shape}")
+        index = resample_indices(timestamps, fps)
+    else:
+        index = np.arange(frames.shape[0])
+    track, _ = _run((frames[i] for i in index), size, smooth_window, detector)
+    if track is None:
+        raise InputError(None, "no face found in any frame")
+    track.fps = float(fps)
+    return track
+
+
+def extract_mouths_from_file(
+    path: str | os.PathLike,
+    fps: float = 25.0,
+    size: int = 96,
+    start: float | None = None,
+    end: float | None = None,
+    *,
+    smooth_window: int = 5,
+    detector: LandmarkDetector | None = None,
+) -> MouthTrack:
+    """Mouth crops of a video file, streamed (memory stays bounded on long files).
+
+    Frames are decoded and resampled to ``fps`` on the fly; each frame waits
+    only until the landmarks it needs (next face after a gap, smoothing
+    window) have been seen.
+
+    Args:
+        path: video file (any container FFmpeg reads, any or variable fps).
+        fps: output frame rate.
+        size: crop side in pixels.
+        start: first time in seconds (``None``: file start).
+        end: end time in seconds, exclusive (``None``: end of file).
+        smooth_window: frames in the landmark moving average.
+        detector: a detector to reuse (reset first); default: a new one.
+
+    Returns:
+        :class:`MouthTrack`.
+
+    Raises:
+        InputError: unreadable file, no video stream, no video frames, or no
+            face found in any frame.
+    """
+    from avsr.io import iter_frames_at
+
+    p = os.fspath(path)
+    frames = (frame for frame, _ in iter_frames_at(p, fps, start=start, end=end))
+    track, n = _run(frames, size, smooth_window, detector)
+    if n == 0:
+        raise InputError(p, "no video frames")
+    if track is None:
+        raise InputError(p, "no face found in any frame")
+    track.fps = float(fps)
+    return track
+
+
+def save_mouths(path: str | os.PathLike, track: MouthTrack) -> None:
+    """Write a track to ``.npz`` atomically (arrays ``mouths``, ``found``, ``fps``).
+
+    Args:
+        path: output file (parent folders are created).
+        track: what to save; landmarks and transforms are not stored.
+    """
+    from avsr.utils import save_npz_atomic
+
+    save_npz_atomic(
+        path,
+        mouths=np.asarray(track.mouths, dtype=np.uint8),
+        found=np.asarray(track.found, dtype=bool),
+        fps=np.float64(track.fps),
+    )
+
+
+def load_mouths(path: str | os.PathLike) -> MouthTrack:
+    """Read a track written by :func:`save_mouths`.
+
+    Args:
+        path: ``.npz`` file.
+
+    Returns:
+        :class:`MouthTrack` (``landmarks`` and ``transforms`` are ``None``).
+
+    Raises:
+        InputError: missing, unreadable or malformed file.
+    """
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise InputError(p, "no such file")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            mouths, found, fps = data["mouths"], data["found"], float(data["fps"])
+    except KeyError as e:
+        raise InputError(p, f"not a mouth track (missing array {e.args[0]!r})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise InputError(p, "not a readable .npz file") from None
+    if mouths.ndim != 3 or mouths.dtype != np.uint8 or found.shape != (mouths.shape[0],):
+        raise InputError(p, f"malformed mouth track: mouths {mouths.dtype} {mouths.shape}, found {found.shape}")
+    return MouthTrack(mouths=mouths, found=found.astype(bool), fps=fps)
