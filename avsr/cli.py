@@ -55,6 +55,36 @@ def _lips_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
+# avsr synth
+# ---------------------------------------------------------------------------
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder (manifest: OUT/SPLIT.csv)")
+    p.add_argument("--num", type=int, required=True, help="number of utterances")
+    p.add_argument("--split", default="train", choices=("train", "valid", "test"),
+                   help="speaker split (disjoint speakers; default train)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--processes", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("--full-face", action="store_true",
+                   help="also render the mouth onto a face photo (default photo: scikit-image astronaut)")
+    p.add_argument("--face-image", default=None, metavar="PATH", help="face photo for the full-face video")
+    p.add_argument("--voices", default=None, help="comma-separated eSpeak voices to use (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_command("synth", "generate SynthGRID, a synthetic audio-visual GRID corpus")(_synth_args)
+def _synth_run(args: argparse.Namespace) -> int:
+    from avsr.data.synth import generate
+
+    voices = args.voices.split(",") if args.voices else None
+    manifest = generate(
+        args.out, args.num, args.split, args.seed, processes=args.processes, full_face=args.full_face,
+        face_image=args.face_image, voices=voices, progress=not args.quiet,
+    )
+    print(f"{args.num} {args.split} utterances -> {manifest}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avsr", description="Audio-visual speech recognition and enhancement."

@@ -25,6 +25,7 @@ problem; it never hangs and never leaks a codec traceback.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 import os
@@ -65,6 +66,9 @@ _REORDER_DEPTH = 16
 
 _AUDIO_SEEK_MARGIN = 0.5
 """Seconds decoded before an audio range start so decoders (Opus, AAC) warm up."""
+
+_MIN_FPS, _MAX_FPS = 0.01, 1000.0
+"""Frame rates outside this range come from damaged headers and are ignored."""
 
 _MEDIA_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, UnicodeDecodeError)
 
@@ -182,7 +186,7 @@ def _origin(container: av.container.InputContainer) -> float:
 def _stream_fps(stream: av.video.stream.VideoStream) -> float | None:
     """Nominal frame rate of a video stream, or ``None`` when the file does not say."""
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and float(rate) > 0:
+        if rate and _MIN_FPS <= float(rate) <= _MAX_FPS:  # outside: a damaged header
             return float(rate)
     return None
 
@@ -386,7 +390,7 @@ def _timed_frames(
     back through a small reorder buffer, and AVI (which stores no presentation
     times, only a constant-rate chunk clock) gives the ``k``-th displayed frame
     the ``k``-th smallest packet clock, as players do. Missing stamps, and
-    damaged ones far past the end of the file, continue the latest one by one
+    damaged ones far outside the file's time span, continue the latest one by one
     nominal frame interval. Frames are scaled to the first frame's size if the
     stream changes resolution midway.
 
@@ -403,13 +407,13 @@ def _timed_frames(
     pending: list[av.VideoFrame] = []  # decoded (YUV) frames whose time is not settled yet
     stamps: list[float] = []  # min-heap of the pending frames' times
     last = newest = None
-    step = 1.0 / fps if fps else 0.04
+    step = min(1.0 / fps, 1.0) if fps else 0.04
     duration = _container_duration(container)
-    latest_plausible = origin + duration + 1.0 if duration else math.inf
+    plausible = (origin - 1.0, origin + duration + 1.0 if duration else math.inf)
     size = None
     for frame in _decode(path, container, vs, on_packet):
         t = heapq.heappop(slots) * time_base if slots else frame.time
-        if t is None or t > latest_plausible:  # missing, or a damaged stamp far past the end
+        if t is None or not plausible[0] <= t <= plausible[1]:  # missing, or damaged: far outside the file
             t = (newest + step) if newest is not None else origin
         newest = t if newest is None else max(newest, t)
         if size is None:
@@ -698,33 +702,52 @@ def _iter_audio(
             checking = seek and attempt == 0  # verify the seek landed at or before `start`
             if checking:
                 _seek(container, stream, max(0.0, start - _AUDIO_SEEK_MARGIN) + origin)
-            resampler = av.AudioResampler(format="fltp", rate=sample_rate)
-            clock: float | None = None  # time of the next output sample
-            for frame in _decode(path, container, stream):
-                if clock is None:
-                    clock = (frame.time - origin) if frame.time is not None else 0.0
-                    if checking and clock > start + _EPS and _seekable_before(stream, origin, start):
-                        break  # the index sent us past `start`: decode from the beginning instead
-                    checking = False
-                for out in resampler.resample(frame):
-                    chunk, clock, done = _trim(out, clock, start, end, sample_rate)
-                    if chunk is not None:
-                        yield chunk
-                    if done:
-                        return
-            else:
+            frames = _decode(path, container, stream)
+            first = next(frames, None)
+            if first is None:
                 if checking:
                     continue  # the seek landed after the last frame: decode from the beginning
-                if clock is not None:
-                    for out in resampler.resample(None):
-                        chunk, clock, done = _trim(out, clock, start, end, sample_rate)
-                        if chunk is not None:
-                            yield chunk
-                        if done:
-                            return
                 return
+            clock = (first.time - origin) if first.time is not None else 0.0  # time of the next sample
+            if checking and clock > start + _EPS and _seekable_before(stream, origin, start):
+                continue  # the index sent us past `start`: decode from the beginning instead
+            for out in _resampled(itertools.chain([first], frames), sample_rate):
+                chunk, clock, done = _trim(out, clock, start, end, sample_rate)
+                if chunk is not None:
+                    yield chunk
+                if done:
+                    return
+            return
         finally:
             container.close()
+
+
+def _resampled(frames: Iterator[av.AudioFrame], sample_rate: int) -> Iterator[av.AudioFrame]:
+    """Resample decoded frames to planar float at ``sample_rate``, keeping their channels.
+
+    A new resampler is started (after flushing the old one) whenever the
+    decoded format, channel count or rate changes midway, as broadcast
+    recordings (and damaged files) do; one resampler fed mixed input would
+    produce inconsistent frames.
+
+    Args:
+        frames: decoded audio frames.
+        sample_rate: output rate in Hz.
+
+    Yields:
+        ``fltp`` frames at ``sample_rate``.
+    """
+    resampler = None
+    signature = None
+    for frame in frames:
+        current = (frame.format.name, frame.layout.nb_channels, frame.sample_rate)
+        if current != signature:
+            if resampler is not None:
+                yield from resampler.resample(None)
+            resampler, signature = av.AudioResampler(format="fltp", rate=sample_rate), current
+        yield from resampler.resample(frame)
+    if resampler is not None:
+        yield from resampler.resample(None)
 
 
 def _trim(
@@ -742,9 +765,12 @@ def _trim(
     Returns:
         ``((mono, t) or None, next_clock, done)`` where ``done`` says ``end`` was reached.
     """
-    data = frame.to_ndarray()
-    mono = data.mean(axis=0, dtype=np.float32) if data.ndim == 2 and data.shape[0] > 1 else data.reshape(-1)
-    mono = mono.astype(np.float32, copy=False)
+    if len(frame.planes) != frame.layout.nb_channels:  # inconsistent frame (damaged data): silence
+        mono = np.zeros(frame.samples, dtype=np.float32)
+    else:
+        data = frame.to_ndarray()
+        mono = data.mean(axis=0, dtype=np.float32) if data.shape[0] > 1 else data.reshape(-1)
+        mono = mono.astype(np.float32, copy=False)
     n = mono.size
     t_next = clock + n / sample_rate
     lo = 0
@@ -857,7 +883,9 @@ def read_av(
     frames = timestamps = fps = None
     if video and info["has_video"]:
         frames, timestamps = _read_frames(p, start, end, info["video"])
-        fps = info["video"]["fps"] or (1.0 / _frame_interval(timestamps, None) if len(timestamps) > 1 else None)
+        fps = info["video"]["fps"]
+        if fps is None and len(timestamps) > 1:  # header says nothing: measure it
+            fps = 1.0 / _frame_interval(timestamps, None)
     samples = None
     audio_start = float(start or 0.0)
     if audio and info["has_audio"]:
@@ -884,7 +912,7 @@ def _read_frames(
     Raises:
         InputError: the stream has no decodable frames at all.
     """
-    images: list[np.ndarray] = []
+    images: list[np.ndarray | None] = []
     times: list[float] = []
     for img, t in _raw_video(path, start, end, from_keyframe=False):
         images.append(img)
@@ -894,7 +922,11 @@ def _read_frames(
             raise InputError(path, "no video frames")
         h, w = vinfo["height"], vinfo["width"]
         return np.zeros((0, h, w, 3), dtype=np.uint8), np.zeros(0, dtype=np.float64)
-    return np.stack(images), np.asarray(times, dtype=np.float64)
+    out = np.empty((len(images),) + images[0].shape, dtype=np.uint8)
+    for i in range(len(images)):  # move frame by frame: peak memory stays ~1x the clip, not 2x
+        out[i] = images[i]
+        images[i] = None
+    return out, np.asarray(times, dtype=np.float64)
 
 
 # ------------------------------------------------------------------------ writing
@@ -1009,7 +1041,8 @@ def write_av(
             try:  # opens the encoders and writes the header: the muxer refuses codecs it cannot hold here
                 container.start_encoding()
             except (av.FFmpegError, ValueError):
-                names = [f"{s.codec_context.codec.name} {s.type}" for s in (vstream, astream) if s is not None]
+                streams = [s for s in (vstream, astream) if s is not None]
+                names = [f"{s.codec_context.codec.name} {s.type}" for s in streams]
                 raise InputError(p, f"{ext or 'this'} container cannot hold {' + '.join(names)}") from None
             try:
                 _encode_all(container, vstream, video, timestamps, astream, samples, sample_rate)

@@ -89,7 +89,9 @@ def _from_manifest(manifest: Path, out_dir: Path) -> list[Job]:
     return [Job(str(v), str(o)) for v, o in zip(videos, outputs)]
 
 
-def list_jobs(source: str | os.PathLike, out_dir: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[Job]:
+def list_jobs(
+    source: str | os.PathLike, out_dir: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXTENSIONS
+) -> list[Job]:
     """Videos to process and their outputs.
 
     Args:
@@ -101,8 +103,8 @@ def list_jobs(source: str | os.PathLike, out_dir: str | os.PathLike, extensions:
         Jobs in a stable order.
 
     Raises:
-        InputError: missing source, unreadable manifest, or two videos mapping
-            to the same output.
+        InputError: missing source, unreadable manifest, two videos mapping
+            to the same output, or an id that leads outside ``out_dir``.
     """
     src, out = Path(source), Path(out_dir)
     if src.is_dir():
@@ -111,8 +113,11 @@ def list_jobs(source: str | os.PathLike, out_dir: str | os.PathLike, extensions:
         jobs = _from_manifest(src, out)
     else:
         raise InputError(src, "no such file or folder")
+    root = out.resolve()
     seen: dict[str, str] = {}
     for job in jobs:
+        if not Path(job.output).resolve().is_relative_to(root):
+            raise InputError(job.video, f"output {job.output} would fall outside {out}")
         if job.output in seen:
             raise InputError(job.video, f"same output {job.output} as {seen[job.output]}")
         seen[job.output] = job.video
@@ -175,7 +180,15 @@ def _process_star(args: tuple[Job, float, int]) -> Outcome:
 
 
 def run_jobs(jobs: Sequence[Job], n_jobs: int, fps: float, size: int, progress: bool = True) -> Iterable[Outcome]:
-    """Process jobs in ``n_jobs`` processes (in this process when 1), yielding outcomes as they finish."""
+    """Process jobs in ``n_jobs`` processes (in this process when 1), yielding outcomes as they finish.
+
+    Raises:
+        RuntimeError: a worker process died (e.g. killed for memory); the
+            outputs finished so far are kept.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
     from tqdm import tqdm
 
     tasks = [(job, fps, size) for job in jobs]
@@ -185,12 +198,23 @@ def run_jobs(jobs: Sequence[Job], n_jobs: int, fps: float, size: int, progress: 
             for task in tasks:
                 yield _process_star(task)
                 bar.update()
-        else:
-            ctx = mp.get_context("spawn")  # no fork of a process that may hold native threads
-            with ctx.Pool(min(n_jobs, len(tasks)), initializer=_init_worker) as pool:
-                for outcome in pool.imap_unordered(_process_star, tasks, chunksize=1):
-                    yield outcome
+            return
+        # Workers import this module by name: make that possible however it was loaded.
+        here = str(Path(__file__).resolve().parent)
+        if __name__ != "__main__" and here not in sys.path:
+            sys.path.insert(0, here)
+        ctx = mp.get_context("spawn")  # never fork a process that may hold native threads
+        with ProcessPoolExecutor(min(n_jobs, len(tasks)), mp_context=ctx, initializer=_init_worker) as pool:
+            futures = [pool.submit(_process_star, task) for task in tasks]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
                     bar.update()
+            except BrokenProcessPool as e:
+                raise RuntimeError(f"a worker process died ({e})") from None
+            finally:
+                for future in futures:
+                    future.cancel()
     finally:
         bar.close()
 
@@ -244,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("extract_lips: interrupted (finished outputs are kept; run again to resume)", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        print(f"extract_lips: error: {e}; finished outputs are kept, run again to resume", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - t0
 
     failures_csv = Path(args.failures or Path(args.output_dir) / "failures.csv")

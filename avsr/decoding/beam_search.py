@@ -354,9 +354,11 @@ def _step(
         prefix, ctc_r = scorer.score_candidates(beam.ctc, cand)
         final = scorer.final_scores(beam.ctc)
         ctc_new = torch.where(is_eos, final[:, None].expand_as(prefix), prefix)
-    n_tok = torch.where(is_eos, L, L + 1).float()
-    total = w_att * att_new + w_ctc * ctc_new + w_lm * lm_new + bonus * n_tok
-    total = total.masked_fill(~allowed, NEG_INF).nan_to_num(nan=NEG_INF)
+    total = bonus * torch.where(is_eos, L, L + 1).float()
+    for weight, part in ((w_att, att_new), (w_ctc, ctc_new), (w_lm, lm_new)):
+        if weight != 0:  # skip unused terms: 0 * -inf would be nan
+            total = total + weight * part
+    total = total.masked_fill(~allowed | total.isnan(), NEG_INF)
 
     # --- per-utterance top beam over (slot, candidate)
     B, K = len(beam.ended), cand.shape[1]

@@ -1,13 +1,19 @@
-"""Face landmarks per video frame with mediapipe's bundled FaceMesh.
+"""Face landmarks per video frame with mediapipe's bundled models.
 
-The detector runs in tracking mode (``static_image_mode=False``): a face
-detector finds the face once, then the landmark model follows it from frame
-to frame, which is several times faster than detecting on every frame. The
-model weights ship inside the ``mediapipe`` wheel, so nothing is downloaded.
+Two mediapipe models work together (both ship inside the ``mediapipe`` wheel,
+nothing is downloaded):
 
-When several faces are visible, the detector picks the largest, most central
-one on the first frame and then keeps following the face nearest to the
-previous pick, so the chosen speaker does not flip between frames.
+* **search**: the full-range BlazeFace detector finds every face in the frame
+  (on overlapping tiles too, now and then, when the frame is large and the
+  faces small). The face to follow is the one nearest to the previous pick,
+  else the largest and most central one.
+* **track**: FaceMesh in tracking mode, limited to one face, runs on a window
+  twice the size of the followed face around its last position. Tracking one
+  face lets mediapipe skip face detection between frames (with a limit of
+  three faces it would detect on every frame: about 60 % slower), and the
+  window keeps other faces out, so the chosen speaker does not flip.
+
+When the followed face is lost, the next frame is searched again.
 
 Example:
     >>> import numpy as np
@@ -74,8 +80,8 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _import_face_mesh() -> Any:
-    """Import ``mediapipe.solutions.face_mesh`` quietly (absl logging at ERROR)."""
+def _import_solutions() -> Any:
+    """Import ``mediapipe.solutions`` quietly (absl logging at ERROR)."""
     with _quiet_stderr():
         import mediapipe as mp
 
@@ -83,7 +89,7 @@ def _import_face_mesh() -> Any:
             from absl import logging as absl_logging
 
             absl_logging.set_verbosity(absl_logging.ERROR)
-    return mp.solutions.face_mesh
+    return mp.solutions
 
 
 def _landmarks_to_array(face: Any) -> np.ndarray:
@@ -108,23 +114,31 @@ def _landmarks_to_array(face: Any) -> np.ndarray:
 
 
 class LandmarkDetector:
-    """Callable face landmark detector for a stream of frames of one video.
+    """Callable face landmark detector for the frames of one video.
 
     Args:
-        max_faces: how many faces mediapipe may return per frame; the one to
-            follow is chosen among them.
+        max_faces: faces considered per search (highest detector scores).
         refine_landmarks: also run the iris/lip refinement model (slower; the
             468 points returned are the same set, only more precise).
         min_detection_confidence: face detector threshold.
-        min_tracking_confidence: below this the tracker re-runs detection.
-        static_image_mode: detect on every frame instead of tracking
-            (for unrelated still images).
+        min_tracking_confidence: below this the tracker counts the face as
+            lost (and the next frame is searched).
+        static_image_mode: search every frame, never track (for unrelated
+            still images).
+        tile_every: while no face is found in a large frame, search it in
+            overlapping tiles on every ``tile_every``-th frame (small faces).
 
     Call it with an RGB ``uint8`` frame ``(H, W, 3)``; it returns ``(468, 2)``
-    float32 pixel coordinates ``(x, y)`` of the followed face, or ``None``.
+    float32 pixel coordinates ``(x, y)`` of the followed face (integers at
+    pixel centres, as in OpenCV), or ``None``.
     Use one detector per video (or call :meth:`reset` between videos): it
     carries tracking state from frame to frame.
     """
+
+    #: Frames whose longer side exceeds this are also searched in tiles.
+    TILE_ABOVE = 960
+    #: Side of a search tile (pixels); tiles overlap by a quarter.
+    TILE = 640
 
     def __init__(
         self,
@@ -133,19 +147,26 @@ class LandmarkDetector:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         static_image_mode: bool = False,
+        tile_every: int = 12,
     ) -> None:
-        self._options = dict(
-            static_image_mode=static_image_mode,
-            max_num_faces=max_faces,
+        self.max_faces = max(1, max_faces)
+        self.static_image_mode = static_image_mode
+        self.tile_every = max(1, tile_every)
+        self._detection_options = dict(model_selection=1, min_detection_confidence=min_detection_confidence)
+        self._mesh_options = dict(
+            static_image_mode=False,
+            max_num_faces=1,
             refine_landmarks=refine_landmarks,
             min_detection_confidence=min_detection_confidence,
             min_tracking_confidence=min_tracking_confidence,
         )
-        # The mediapipe graph is built on the first frame: a bad input file
-        # fails before paying for it, and the native start-up logging (which
-        # runs asynchronously until the first frame is through) is silenced.
-        self._mesh: Any = None
-        self._previous: np.ndarray | None = None  # centre and size of the last pick
+        # Graphs are built on first use: a bad input file fails before paying
+        # for them, and the native start-up logging (which runs asynchronously
+        # until the first frame is through) is silenced.
+        self._graphs: dict[str, Any] = {}
+        self._previous: np.ndarray | None = None  # centre x, y and size of the followed face
+        self._window = 0  # side of the tracking window (pixels)
+        self._misses = 0  # searches in a row without a face
         self._closed = False
 
     # -- context manager -------------------------------------------------
@@ -156,35 +177,69 @@ class LandmarkDetector:
         self.close()
 
     def close(self) -> None:
-        """Release the mediapipe graph (idempotent)."""
+        """Release the mediapipe graphs (idempotent)."""
         if not self._closed:
             self._closed = True
-            if self._mesh is not None:
+            for graph in self._graphs.values():
                 with contextlib.suppress(Exception):
-                    self._mesh.close()
-                self._mesh = None
+                    graph.close()
+            self._graphs.clear()
 
-    # -- detection ---------------------------------------------------------
     def reset(self) -> None:
-        """Forget the followed face (call between unrelated videos).
-
-        Feeds one blank frame so that mediapipe's tracker drops its region of
-        interest and the next frame starts with a fresh face detection.
-        """
+        """Forget the followed face (call between unrelated videos)."""
         self._previous = None
-        if self._mesh is not None:
-            self._process(np.zeros((64, 64, 3), np.uint8))
+        self._misses = 0
+        self._forget_track()
 
-    def _process(self, frame: np.ndarray) -> Any:
+    # -- mediapipe graphs ----------------------------------------------------
+    def _process(self, name: str, image: np.ndarray) -> Any:
+        """Run graph ``name`` (``"detect"`` or ``"mesh"``) on ``image``, building it first if needed."""
         if self._closed:
             raise RuntimeError("LandmarkDetector is closed")
-        if self._mesh is None:
-            face_mesh = _import_face_mesh()
-            with _quiet_stderr():
-                self._mesh = face_mesh.FaceMesh(**self._options)
-                return self._mesh.process(frame)
-        return self._mesh.process(frame)
+        graph = self._graphs.get(name)
+        if graph is not None:
+            return graph.process(image)
+        solutions = _import_solutions()
+        with _quiet_stderr():
+            if name == "detect":
+                graph = solutions.face_detection.FaceDetection(**self._detection_options)
+            else:
+                graph = solutions.face_mesh.FaceMesh(**self._mesh_options)
+            self._graphs[name] = graph
+            return graph.process(image)
 
+    def _forget_track(self) -> None:
+        """Make the tracking graph drop its region of interest (one blank frame)."""
+        if "mesh" in self._graphs:
+            self._process("mesh", np.zeros((64, 64, 3), np.uint8))
+
+    def _detect_faces(self, image: np.ndarray, x0: int = 0, y0: int = 0) -> np.ndarray:
+        """Face boxes in ``image`` as rows ``(centre x, centre y, size, score)`` in frame pixels."""
+        result = self._process("detect", np.ascontiguousarray(image))
+        height, width = image.shape[:2]
+        rows = []
+        for det in result.detections or ():
+            box = det.location_data.relative_bounding_box
+            w, h = box.width * width, box.height * height
+            rows.append((x0 + box.xmin * width + w / 2, y0 + box.ymin * height + h / 2, max(w, h), det.score[0]))
+        return np.array(rows, np.float64).reshape(-1, 4)
+
+    def _detect_in_tiles(self, frame: np.ndarray) -> np.ndarray:
+        """Face boxes found in overlapping tiles of a large frame (duplicates merged)."""
+        height, width = frame.shape[:2]
+        side = min(self.TILE, height, width)
+        step = max(1, (3 * side) // 4)
+        xs = sorted({*range(0, max(1, width - side + 1), step), width - side})
+        ys = sorted({*range(0, max(1, height - side + 1), step), height - side})
+        found = [self._detect_faces(frame[y : y + side, x : x + side], x, y) for y in ys for x in xs]
+        boxes = np.concatenate(found) if found else np.zeros((0, 4))
+        keep: list[np.ndarray] = []
+        for box in boxes[np.argsort(-boxes[:, 3])]:
+            if all(np.hypot(box[0] - k[0], box[1] - k[1]) > 0.5 * max(box[2], k[2]) for k in keep):
+                keep.append(box)
+        return np.array(keep).reshape(-1, 4)
+
+    # -- per frame -----------------------------------------------------------
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         """Landmarks of the followed face in ``frame``.
 
@@ -197,39 +252,77 @@ class LandmarkDetector:
         """
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")
-        if not frame.flags.c_contiguous:
-            frame = np.ascontiguousarray(frame)
-        result = self._process(frame)
-        faces = result.multi_face_landmarks
-        if not faces:
-            return None
-        height, width = frame.shape[:2]
-        candidates = [_landmarks_to_array(face) * np.array([width, height], np.float32) for face in faces]
-        pick = self._choose(candidates, width, height)
-        return candidates[pick]
+        if self._previous is not None and not self.static_image_mode:
+            points = self._track(frame, tolerance=0.5)
+            if points is not None:
+                return points
+        return self._search(frame)
 
-    def _choose(self, candidates: list[np.ndarray], width: int, height: int) -> int:
-        """Index of the face to follow among ``candidates`` (list of ``(468, 2)``).
+    def _search(self, frame: np.ndarray) -> np.ndarray | None:
+        """Find the faces in the whole frame, choose one and get its landmarks."""
+        boxes = self._detect_faces(frame)
+        height, width = frame.shape[:2]
+        if not len(boxes) and max(height, width) > self.TILE_ABOVE and self._misses % self.tile_every == 0:
+            boxes = self._detect_in_tiles(frame)
+        if not len(boxes):
+            self._misses += 1
+            return None
+        self._misses = 0
+        boxes = boxes[np.argsort(-boxes[:, 3])][: self.max_faces]
+        pick = self._choose(boxes, width, height)
+        self._previous = boxes[pick, :3].copy()
+        self._forget_track()  # a new window: no stale region of interest
+        return self._track(frame, tolerance=0.75)
+
+    def _track(self, frame: np.ndarray, tolerance: float) -> np.ndarray | None:
+        """Landmarks of the followed face from a window around it; ``None`` if lost.
+
+        The window keeps one size while the face size is roughly steady (the
+        graph runs markedly slower on images of changing sizes) and is shifted,
+        not cut, at the frame borders.
+
+        Args:
+            frame: the whole frame.
+            tolerance: largest accepted move of the face centre, in face sizes.
+        """
+        height, width = frame.shape[:2]
+        cx, cy, size = self._previous
+        side = self._window
+        if not 0.75 * side <= 2.0 * size <= 1.33 * side:
+            side = self._window = int(np.ceil(2.0 * size / 16.0)) * 16
+        w, h = min(side, width), min(side, height)
+        if w < 16 or h < 16:
+            return None
+        x0 = int(np.clip(round(cx - w / 2), 0, width - w))
+        y0 = int(np.clip(round(cy - h / 2), 0, height - h))
+        result = self._process("mesh", np.ascontiguousarray(frame[y0 : y0 + h, x0 : x0 + w]))
+        if not result.multi_face_landmarks:
+            return None
+        points = _landmarks_to_array(result.multi_face_landmarks[0])[:NUM_LANDMARKS]  # no iris points
+        points *= np.array([w, h], np.float32)
+        points += np.array([x0 - 0.5, y0 - 0.5], np.float32)  # mediapipe: 0 = image edge; here 0 = pixel centre
+        box_min, box_max = points.min(axis=0), points.max(axis=0)
+        centre, new_size = (box_min + box_max) / 2, float((box_max - box_min).max())
+        if np.hypot(centre[0] - cx, centre[1] - cy) > tolerance * size or not 0.5 * size < new_size < 2.0 * size:
+            return None  # not the face we were following
+        self._previous = np.array([centre[0], centre[1], new_size])
+        return points
+
+    def _choose(self, boxes: np.ndarray, width: int, height: int) -> int:
+        """Index of the face to follow among ``boxes`` rows ``(cx, cy, size, score)``.
 
         Nearest to the previous pick when that is close enough (within one
         face size); otherwise the largest face, discounted by its distance
         from the image centre.
         """
-        boxes = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in candidates])
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        pick = -1
         if self._previous is not None:
-            distance = np.hypot(*(centres - self._previous[:2]).T)
+            distance = np.hypot(boxes[:, 0] - self._previous[0], boxes[:, 1] - self._previous[1])
             nearest = int(distance.argmin())
-            if distance[nearest] < max(self._previous[2], sizes[nearest]):
-                pick = nearest
-        if pick < 0:
-            off_centre = np.hypot(centres[:, 0] - width / 2, centres[:, 1] - height / 2)
-            score = sizes**2 / (1.0 + 2.0 * off_centre / max(width, height))
-            pick = int(score.argmax())
-        self._previous = np.array([centres[pick, 0], centres[pick, 1], sizes[pick]])
-        return pick
+            if distance[nearest] < max(self._previous[2], boxes[nearest, 2]):
+                return nearest
+        off_centre = np.hypot(boxes[:, 0] - width / 2, boxes[:, 1] - height / 2)
+        score = boxes[:, 2] ** 2 / (1.0 + 2.0 * off_centre / max(width, height))
+        return int(score.argmax())
 
 
 def detect_landmarks(frames: Iterable[np.ndarray], detector: LandmarkDetector | None = None) -> np.ndarray:

@@ -126,9 +126,11 @@ class CropResult:
     Attributes:
         mouths: ``(T, size, size)`` uint8 grayscale crops.
         found: ``(T,)`` bool, a face was detected on the frame.
-        landmarks: ``(T, 468, 2)`` float32 after gap filling (NaN only if
-            no face was ever found).
-        transforms: ``(T, 2, 3)`` float32 frame-to-crop matrices.
+        landmarks: ``(T, 468, 2)`` float32 after gap filling (NaN where no
+            face was ever found, or for frames the bounded buffer had to give
+            up before the first face appeared).
+        transforms: ``(T, 2, 3)`` float32 frame-to-crop matrices (zeros
+            where ``landmarks`` is NaN; those crops are black).
     """
 
     mouths: np.ndarray
@@ -163,7 +165,7 @@ class MouthCropper:
         smooth_window: int = 5,
         mouth_fraction: float = MOUTH_FRACTION,
         max_buffer_bytes: int = 256 << 20,
-        min_flush: int = 32,
+        min_flush: int = 8,
     ) -> None:
         if size < 8:
             raise ValueError(f"crop size must be >= 8, got {size}")

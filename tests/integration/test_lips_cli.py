@@ -42,7 +42,8 @@ def video_without_frames(path: Path) -> None:
         v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
         a = c.add_stream("aac", rate=16000)
         a.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((0.3 * np.sin(np.arange(8000) / 10.0)).astype(np.float32)[None], format="fltp", layout="mono")
+        tone = (0.3 * np.sin(np.arange(8000) / 10.0)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = 16000, 0, Fraction(1, 16000)
         c.mux(a.encode(frame))
         c.mux(a.encode(None))
@@ -53,7 +54,8 @@ def video_without_frames(path: Path) -> None:
 def media(tmp_path_factory) -> dict[str, Path]:
     """Good and bad inputs, made once."""
     d = tmp_path_factory.mktemp("media")
-    files = {name: d / name for name in ["good.mp4", "empty.mp4", "text.mp4", "truncated.mp4", "audio_only.m4a", "no_frames.mkv", "no_face.mp4"]}
+    names = ["good.mp4", "empty.mp4", "text.mp4", "truncated.mp4", "audio_only.m4a", "no_frames.mkv", "no_face.mp4"]
+    files = {name: d / name for name in names}
     write_av(files["good.mp4"], talking_face(), 30.0)
     files["empty.mp4"].write_bytes(b"")
     files["text.mp4"].write_text("this is not a video\n")
@@ -70,7 +72,8 @@ def media(tmp_path_factory) -> dict[str, Path]:
 def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("AVSR_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "avsr", *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
+    command = [sys.executable, "-m", "avsr", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_avsr_lips_writes_mouth_crops(media, tmp_path) -> None:

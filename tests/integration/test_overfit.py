@@ -10,6 +10,7 @@ audio + video, audio only and video only.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -124,7 +125,7 @@ def decode_all_modes(model: AVSRModel, batch: tuple[torch.Tensor, ...]) -> dict[
 
 
 @pytest.fixture
-def one_thread():
+def one_thread() -> Iterator[None]:
     """Tiny ops run fastest on one thread, and the CPU is shared with other jobs."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)

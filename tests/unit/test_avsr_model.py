@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,6 +12,15 @@ import torch
 from avsr.errors import InputError
 from avsr.models import AVSRConfig, avsr_base, avsr_tiny, build_model
 from avsr.models.avsr import IGNORE_ID, count_parameters
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors run fastest on one thread, and the CPU is shared with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 SMALL = dict(
     vocab_size=12,

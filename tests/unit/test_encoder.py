@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -15,6 +17,15 @@ from avsr.models.encoder import (
     rotary_tables,
 )
 from avsr.models.fusion import AVFusion, ModalityDropout, align_lengths, fused_lengths
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors run fastest on one thread, and the CPU is shared with other jobs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 SMALL = dict(
     vocab_size=10,

@@ -163,7 +163,9 @@ def test_pcm_in_webm_is_refused_atomically(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []  # no target, no temporary left behind
 
 
-@pytest.mark.parametrize("ext, codec", [("wav", "pcm_s16le"), ("flac", "flac"), ("m4a", "aac"), ("mp3", "mp3")])
+@pytest.mark.parametrize(
+    "ext, codec", [("wav", "pcm_s16le"), ("flac", "flac"), ("m4a", "aac"), ("mp3", "mp3")]
+)
 def test_audio_only_files(tmp_path: Path, ext: str, codec: str) -> None:
     audio = click_track(SR, 0.5)
     path = tmp_path / f"speech.{ext}"
@@ -279,6 +281,38 @@ def test_resolution_change_midstream(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.diff(clip.timestamps), 0.04, atol=1e-3)
 
 
+def test_channel_layout_change_midstream(tmp_path: Path) -> None:
+    """Audio that switches from mono to stereo (broadcast recordings do) decodes whole."""
+    path = tmp_path / "layouts.ts"
+    tone = (0.3 * np.sin(2 * np.pi * 300 * np.arange(SR) / SR)).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=SR)
+        stream.layout = "mono"
+        container.start_encoding()
+        stereo = av.CodecContext.create("aac", "w")
+        stereo.sample_rate, stereo.layout, stereo.format = SR, "stereo", "fltp"
+        stereo.time_base = Fraction(1, SR)
+        parts = (
+            (stream.codec_context, tone[None], "mono", 0),
+            (stereo, np.stack([tone, tone]), "stereo", SR + 1024),
+        )
+        for encoder, data, layout, offset in parts:
+            for i in range(0, data.shape[1], 1024):
+                block = np.ascontiguousarray(data[:, i : i + 1024])
+                frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+                frame.sample_rate, frame.pts, frame.time_base = SR, offset + i, Fraction(1, SR)
+                for packet in encoder.encode(frame):
+                    packet.stream = stream
+                    container.mux(packet)
+            for packet in encoder.encode(None):
+                packet.stream = stream
+                container.mux(packet)
+    audio = io.read_audio(path)
+    assert abs(len(audio) - 2 * SR) < 4096
+    for part in (audio[2000 : SR - 2000], audio[SR + 4000 : 2 * SR - 2000]):
+        assert np.abs(part).max() == pytest.approx(0.3, abs=0.03)  # the tone in both halves
+
+
 # ------------------------------------------------------------- variable frame rate
 
 
@@ -387,7 +421,8 @@ def test_range_read_audio_files(tmp_path: Path, ext: str) -> None:
     assert part.audio_start == pytest.approx(1.5) and len(part.audio) == SR
     offset = int(round((part.audio_start - full.audio_start) * SR))
     np.testing.assert_allclose(part.audio, full.audio[offset : offset + SR], atol=1e-4)
-    assert click_time(part.audio * (np.abs(part.audio) > 0.3), part.audio_start) == pytest.approx(2.0, abs=0.003)
+    loud = part.audio * (np.abs(part.audio) > 0.3)
+    assert click_time(loud, part.audio_start) == pytest.approx(2.0, abs=0.003)
 
 
 def test_iter_frames_at_constant_rates(long_clip, tmp_path: Path) -> None:

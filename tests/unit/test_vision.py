@@ -133,7 +133,8 @@ def test_similarity_is_least_squares_under_noise_and_batched_matches_single() ->
 
 def test_reference_layout_is_a_symmetric_upright_face() -> None:
     ref = {name: np.array(v[1:]) for name, v in REFERENCE.items()}
-    for left, right in [("left_eye_outer", "right_eye_outer"), ("left_eye_inner", "right_eye_inner"), ("mouth_left", "mouth_right")]:
+    pairs = [("left_eye_outer", "right_eye_outer"), ("left_eye_inner", "right_eye_inner"), ("mouth_left", "mouth_right")]
+    for left, right in pairs:
         np.testing.assert_allclose(ref[left] * [-1, 1], ref[right])
     assert ref["left_eye_outer"][1] < ref["nose_tip"][1] < ref["mouth_left"][1] < ref["chin"][1]  # y down
     assert ref["right_eye_outer"][0] < ref["right_eye_inner"][0] < 0 < ref["left_eye_inner"][0]
@@ -178,6 +179,12 @@ def test_streaming_cropper_equals_whole_track_processing(track: MouthTrack, fram
     assert np.abs(streamed.mouths.astype(int) - whole.mouths).max() <= 1
     tiny = run(max_buffer_bytes=1, min_flush=1)  # forced flushes: bounded memory, still every frame
     assert tiny.mouths.shape == whole.mouths.shape and np.isfinite(tiny.landmarks).all()
+    # forced flushes before any face: those frames have nothing to crop by
+    landmarks[:6] = np.nan
+    late = run(max_buffer_bytes=1, min_flush=1)
+    blank = ~np.isfinite(late.landmarks).all(axis=(1, 2))
+    assert 0 < blank.sum() < 6 and blank[0] and not blank[6:].any()
+    assert (late.mouths[blank] == 0).all() and (late.mouths[~blank].std(axis=(1, 2)) > 10).all()
 
 
 # ------------------------------------------------------------- end to end (mediapipe)
@@ -236,6 +243,24 @@ def test_detector_follows_the_larger_face_and_reports_none_without_face() -> Non
         assert 290 < points[:, 0].mean() < 490  # the larger face, every time
     stack = detect_landmarks([canvas, np.zeros_like(canvas)])
     assert stack.shape == (2, 468, 2) and np.isfinite(stack[0]).all() and np.isnan(stack[1]).all()
+
+
+def test_detector_keeps_following_its_face_when_another_becomes_more_central() -> None:
+    face = cv2.resize(data.astronaut()[40:300, 110:340], (130, 147))
+    def frame(a_x: int, b_x: int) -> np.ndarray:
+        canvas = np.full((300, 640, 3), 80, np.uint8)
+        for x in (a_x, b_x):
+            canvas[70:217, x - 65 : x + 65] = face
+        return canvas
+
+    with LandmarkDetector() as detect:
+        for k in range(10):  # A drifts away from the centre, B towards it
+            a_x, b_x = 250 - 12 * k, 430 - 12 * k
+            points = detect(frame(a_x, b_x))
+            assert points is not None and abs(points[:, 0].mean() - a_x) < 25
+        detect.reset()  # a new video: choose afresh, B is now the central one
+        points = detect(frame(a_x, b_x))
+        assert points is not None and abs(points[:, 0].mean() - b_x) < 25
 
 
 # ------------------------------------------------------------------------ files

@@ -6,7 +6,8 @@ of ``skimage.data.astronaut()`` moving, turning and zooming a little on a
 plain background, 25 fps, H.264. Then measures, side by side in one run:
 
 * decode only (``avsr.io.iter_frames_at`` at 25 fps),
-* decode + landmarks (mediapipe FaceMesh, tracking mode),
+* decode + a plain mediapipe FaceMesh with ``max_num_faces=3`` (reference),
+* decode + landmarks (:class:`avsr.vision.LandmarkDetector`),
 * the whole pipeline (``avsr.vision.extract_mouths_from_file``), 1 process,
 * the whole pipeline in N processes (default 2), the video split into N
   time ranges, one per worker (workers start warm, timing from a barrier).
@@ -40,7 +41,9 @@ from avsr.utils import atomic_path  # noqa: E402
 from avsr.vision import LandmarkDetector, extract_mouths_from_file  # noqa: E402
 
 
-def make_test_video(path: str | os.PathLike, seconds: float = 20.0, fps: float = 25.0, size: tuple[int, int] = (640, 480)) -> str:
+def make_test_video(
+    path: str | os.PathLike, seconds: float = 20.0, fps: float = 25.0, size: tuple[int, int] = (640, 480)
+) -> str:
     """Write a talking-face test video (astronaut face moving on a plain background).
 
     Args:
@@ -93,6 +96,27 @@ def decode_landmarks(video: str, fps: float, detector: LandmarkDetector) -> int:
     return n
 
 
+def decode_facemesh_multi(video: str, fps: float, max_faces: int = 3) -> int:
+    """Frames through decoding + a plain FaceMesh allowed ``max_faces`` faces (for comparison).
+
+    With fewer faces in view than ``max_faces``, mediapipe runs its face
+    detector on every frame; :class:`LandmarkDetector` avoids that by tracking
+    one chosen face.
+    """
+    from avsr.vision.landmarks import _import_solutions
+
+    mesh = _import_solutions().face_mesh.FaceMesh(static_image_mode=False, max_num_faces=max_faces)
+    try:
+        mesh.process(np.zeros((64, 64, 3), np.uint8))
+        n = 0
+        for frame, _ in iter_frames_at(video, fps):
+            mesh.process(frame)
+            n += 1
+    finally:
+        mesh.close()
+    return n
+
+
 # ---------------------------------------------------------------- multi-process
 _WORKER_DETECTOR: LandmarkDetector | None = None
 
@@ -121,7 +145,9 @@ def parallel_pipeline(video: str, fps: float, duration: float, procs: int) -> tu
     manager = ctx.Manager()
     barrier = manager.Barrier(procs)
     edges = np.linspace(0.0, duration, procs + 1)
-    jobs = [(video, fps, float(edges[i]) if i else None, float(edges[i + 1]) if i < procs - 1 else None, barrier) for i in range(procs)]
+    starts = [float(edges[i]) if i else None for i in range(procs)]
+    ends = [float(edges[i + 1]) if i < procs - 1 else None for i in range(procs)]
+    jobs = [(video, fps, starts[i], ends[i], barrier) for i in range(procs)]
     with ctx.Pool(procs, initializer=_worker_init) as pool:
         results = pool.map(_worker_run, jobs, chunksize=1)
     manager.shutdown()
@@ -138,14 +164,19 @@ def run(video: str, fps: float, procs: int) -> list[dict]:
     rows: list[dict] = []
 
     def add(setting: str, nproc: int, frames: int, seconds: float) -> None:
-        rows.append({"setting": setting, "processes": nproc, "frames": frames, "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 1)})
+        rows.append(
+            {"setting": setting, "processes": nproc, "frames": frames,
+             "seconds": round(seconds, 3), "frames_per_s": round(frames / seconds, 1)}
+        )
 
     with LandmarkDetector() as detector:
         detector(np.zeros((64, 64, 3), np.uint8))  # graph start-up is not per-frame cost
         n, dt = _timed(decode_only, video, fps)
         add("decode + resample to 25 fps", 1, n, dt)
+        n, dt = _timed(decode_facemesh_multi, video, fps)
+        add("decode + plain FaceMesh, max_num_faces=3 (reference)", 1, n, dt)
         n, dt = _timed(decode_landmarks, video, fps, detector)
-        add("decode + landmarks", 1, n, dt)
+        add("decode + landmarks (LandmarkDetector)", 1, n, dt)
         track, dt = _timed(extract_mouths_from_file, video, fps, detector=detector)
         add("full pipeline (decode, landmarks, align, crop)", 1, len(track), dt)
     if procs > 1:
@@ -158,7 +189,9 @@ def to_markdown(rows: list[dict], header: str) -> str:
     """Markdown table of the rows, preceded by ``header`` lines."""
     lines = [header, "", "| setting | processes | frames | seconds | frames/s |", "|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['setting']} | {r['processes']} | {r['frames']} | {r['seconds']:.2f} | {r['frames_per_s']:.1f} |")
+        lines.append(
+            f"| {r['setting']} | {r['processes']} | {r['frames']} | {r['seconds']:.2f} | {r['frames_per_s']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

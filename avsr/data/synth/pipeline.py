@@ -9,7 +9,9 @@ track, render the mouth, add nuisances, and write:
     16 kHz mono speech (the fast path for training).
 ``<out>/<split>/<id>.npz``
     ``mouths`` ``uint8 (T, 96, 96)`` grayscale mouth crops at 25 fps (the
-    fast path: what the lip frontend would produce), and ``fps``.
+    fast path: what the lip frontend would produce), and ``fps``; in the
+    full-face form also ``mouth_centre`` ``float32 (T, 2)``, where the drawn
+    mouth is in each video frame (pixels): ground truth for the lip frontend.
 ``<out>/<split>/<id>.mp4``
     H.264 video with AAC audio: the 96x96 colour crop, or the full face when a
     face photo is used.
@@ -51,6 +53,8 @@ from avsr.data.synth.render import (
     MouthStyle,
     Nuisance,
     apply_nuisance,
+    face_scale,
+    frame_index,
     load_face,
     render_crops,
     render_face,
@@ -268,14 +272,17 @@ def make_utterance(spec: UtteranceSpec, out_dir: str | os.PathLike, face: str | 
     crops = apply_nuisance(render_crops(track, style, nuisance, rng), nuisance, rng)
     folder.mkdir(parents=True, exist_ok=True)
     mouths_path, audio_path, video_path = (folder / f"{spec.id}{ext}" for ext in (".npz", ".flac", ".mp4"))
-    save_npz_atomic(mouths_path, mouths=to_gray(crops), fps=np.float32(FPS))
-    with atomic_path(audio_path) as tmp:
-        sf.write(tmp, speech.audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    extra = {}
     if face is False:
         video = crops
     else:
         photo = load_face(face if isinstance(face, str) else None)
-        video = apply_nuisance(render_face(track, style, photo, nuisance, rng), nuisance, rng, jpeg=False)
+        frames, centres = render_face(track, style, photo, nuisance, rng)
+        video = apply_nuisance(frames, nuisance, rng, jpeg=False, scale=face_scale(photo))
+        extra["mouth_centre"] = centres[frame_index(nuisance, len(centres))].astype(np.float32)
+    save_npz_atomic(mouths_path, mouths=to_gray(crops), fps=np.float32(FPS), **extra)
+    with atomic_path(audio_path) as tmp:
+        sf.write(tmp, speech.audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     write_av(video_path, video, FPS, speech.audio, SAMPLE_RATE, audio_codec="aac", crf=23, preset="ultrafast")
     row = {
         "id": spec.id, "split": spec.split, "speaker": spec.speaker.id,

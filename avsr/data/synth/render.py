@@ -32,7 +32,7 @@ from avsr.errors import InputError
 
 __all__ = [
     "CROP_SIZE", "MouthStyle", "Nuisance", "FacePhoto", "mouth_geometry", "render_crops", "render_face",
-    "apply_nuisance", "to_gray", "load_face", "ASTRONAUT",
+    "apply_nuisance", "frame_index", "face_scale", "to_gray", "load_face", "ASTRONAUT",
 ]
 
 #: Side of the mouth crop (pixels).
@@ -308,7 +308,9 @@ def render_crops(
 # --------------------------------------------------------------------------- photometric nuisances
 
 
-def apply_nuisance(frames: np.ndarray, nuisance: Nuisance, rng: np.random.Generator, jpeg: bool = True) -> np.ndarray:
+def apply_nuisance(
+    frames: np.ndarray, nuisance: Nuisance, rng: np.random.Generator, jpeg: bool = True, scale: float = 1.0
+) -> np.ndarray:
     """Lighting, blur, noise, JPEG, dropped frames and A/V offset on rendered frames.
 
     Args:
@@ -316,6 +318,7 @@ def apply_nuisance(frames: np.ndarray, nuisance: Nuisance, rng: np.random.Genera
         nuisance: the settings.
         rng: randomness for noise and flicker.
         jpeg: do the JPEG round trip (off for frames that go into an mp4 anyway).
+        scale: image pixels per 96x96-crop pixel (blur is specified in crop pixels).
 
     Returns:
         ``uint8 (T, H, W, 3)``, same ``T`` (the offset shifts content, repeating the edge frame).
@@ -327,7 +330,7 @@ def apply_nuisance(frames: np.ndarray, nuisance: Nuisance, rng: np.random.Genera
     x = np.clip(x * (nuisance.gain * ramp * flicker), 0.0, 1.0) ** nuisance.gamma
     if nuisance.blur > 0.05:
         for i in range(n):
-            x[i] = cv2.GaussianBlur(x[i], (0, 0), nuisance.blur * wid / 96.0)
+            x[i] = cv2.GaussianBlur(x[i], (0, 0), nuisance.blur * scale)
     x = x * 255.0
     if nuisance.noise > 0:
         x += rng.normal(0.0, nuisance.noise, x.shape).astype(np.float32)
@@ -338,11 +341,20 @@ def apply_nuisance(frames: np.ndarray, nuisance: Nuisance, rng: np.random.Genera
             ok, buf = cv2.imencode(".jpg", out[i], params)
             if ok:
                 out[i] = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    index = np.arange(n)
+    return out[frame_index(nuisance, n)]
+
+
+def frame_index(nuisance: Nuisance, num_frames: int) -> np.ndarray:
+    """Which rendered frame each output frame shows (dropped frames, A/V offset).
+
+    Returns:
+        ``int (num_frames,)``; ``frames[frame_index(...)]`` applies the timing nuisances.
+    """
+    index = np.arange(num_frames)
     for d in nuisance.dropped:  # a dropped frame shows the previous one again
-        index[d] = index[d - 1]
-    index = np.clip(index - nuisance.offset, 0, n - 1)  # offset > 0: video late
-    return out[index]
+        if 0 < d < num_frames:
+            index[d] = index[d - 1]
+    return np.clip(index - nuisance.offset, 0, num_frames - 1)  # offset > 0: video late
 
 
 def to_gray(frames: np.ndarray) -> np.ndarray:
@@ -437,9 +449,14 @@ def load_face(path: str | None) -> FacePhoto:
     return _prepare_face(rgb, lips)
 
 
+def face_scale(face: FacePhoto) -> float:
+    """Photo pixels per 96x96-crop pixel around the mouth."""
+    return face.half_width / (_MOUTH_FRACTION * CROP_SIZE / 2.0)
+
+
 def render_face(
     track: np.ndarray, style: MouthStyle, face: FacePhoto, nuisance: Nuisance, rng: np.random.Generator
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Composite the animated mouth onto a face photo, with head motion.
 
     The mouth is drawn at the photo's own mouth position, size and roll (its
@@ -454,11 +471,12 @@ def render_face(
         rng: randomness for the head motion.
 
     Returns:
-        ``uint8 (T, H, W, 3)`` RGB frames.
+        ``(frames, centres)``: ``uint8 (T, H, W, 3)`` RGB frames and ``float64 (T, 2)``
+        where the drawn mouth centre is in each frame (pixels).
     """
     hgt, wid = face.image.shape[:2]
     unit = face.half_width * (0.95 + 0.1 * (style.scale - 0.85) / 0.3)
-    px_per_crop_px = face.half_width / (_MOUTH_FRACTION * CROP_SIZE / 2.0)
+    px_per_crop_px = face_scale(face)
     motion = _head_motion(rng, len(track), nuisance) * np.array([px_per_crop_px, px_per_crop_px, 1.0, 1.0])
     ca, sa = np.cos(face.angle), np.sin(face.angle)
     base = unit * np.array([[ca, -sa], [sa, ca]])
@@ -468,6 +486,7 @@ def render_face(
     x1, y1 = min(wid, x0 + 2 * r), min(hgt, y0 + 2 * r)
     roi_bg = face.image[y0:y1, x0:x1]
     out = np.empty((len(track), hgt, wid, 3), np.uint8)
+    centres = np.tile(face.centre, (len(track), 1))
     for t, shape in enumerate(track):
         geo = mouth_geometry(shape, style)
         centre = geo["landmarks"].mean(axis=0)
@@ -481,5 +500,6 @@ def render_face(
             head = cv2.getRotationMatrix2D((float(face.centre[0]), float(face.centre[1]) - 2 * unit), angle, zoom)
             head[:, 2] += (dx, dy)
             frame = cv2.warpAffine(frame, head, (wid, hgt), borderMode=cv2.BORDER_REFLECT)
+            centres[t] = head[:, :2] @ face.centre + head[:, 2]
         out[t] = frame
-    return out
+    return out, centres

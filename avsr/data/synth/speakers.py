@@ -139,7 +139,8 @@ def validate_voices(voices: tuple[str, ...] | list[str]) -> list[str]:
     for v in voices:
         v = v.strip()
         if v not in VOICES:
-            raise InputError(None, f"unknown voice {v!r} (choose from {', '.join(VOICES)})")
+            hint = " ('en-gb' is not an eSpeak voice name: use 'en' or 'en-gb-x-rp')" if v == "en-gb" else ""
+            raise InputError(None, f"unknown voice {v!r}{hint} (choose from {', '.join(VOICES)})")
         out.append(v)
     if not out:
         raise InputError(None, "empty voice list")

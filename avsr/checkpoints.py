@@ -1,0 +1,251 @@
+"""Model bundles and resumable training checkpoints, written atomically.
+
+A **model bundle** is one ``.safetensors`` file: the weights as tensors and,
+in the file's string metadata, the JSON config that rebuilds the model and the
+JSON tokenizer. Loading parses a JSON header and raw tensor bytes — it never
+unpickles, so a crafted file cannot run code.
+
+A **training checkpoint** (model, optimizer, scheduler, step) is a
+``torch.save`` file, read back with ``torch.load(weights_only=True)``, whose
+restricted unpickler refuses anything but tensors and plain containers.
+
+Example:
+    >>> import tempfile, os, torch
+    >>> from avsr.tokenizer import CharTokenizer
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> save_bundle(path, {"dim": 4}, {"w": torch.ones(2, 4)}, CharTokenizer(list("ab ")))
+    >>> config, state, tok = load_bundle(path)
+    >>> config, state["w"].shape, tok.vocab_size
+    ({'dim': 4}, torch.Size([2, 4]), 6)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+from torch import Tensor
+
+from avsr.errors import InputError
+from avsr.tokenizer import Tokenizer
+from avsr.utils import atomic_path
+
+if TYPE_CHECKING:
+    from torch import nn
+
+BUNDLE_FORMAT = "avsr-bundle"
+BUNDLE_VERSION = "1"
+
+
+def _plain_tensors(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """CPU, contiguous tensors that share no memory (safetensors refuses shared storage)."""
+    out: dict[str, Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            raise InputError(None, f"state_dict entry {name!r} is not a tensor")
+        t = value.detach().cpu().contiguous()
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()  # tied or a view into a larger buffer: give it its own memory
+        else:
+            seen.add(key)
+        out[name] = t
+    return out
+
+
+def save_bundle(
+    path: str | os.PathLike,
+    config: Mapping[str, Any],
+    state_dict: Mapping[str, Tensor],
+    tokenizer: Tokenizer,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a model bundle atomically.
+
+    Args:
+        path: output ``.safetensors`` file.
+        config: JSON-able model configuration (``build_model(config)``).
+        state_dict: the model weights.
+        tokenizer: stored as its :meth:`Tokenizer.to_dict` JSON.
+        extra: optional JSON-able notes (training step, data, scores ...).
+    """
+    from safetensors.torch import save_file
+
+    metadata = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "config": json.dumps(dict(config), sort_keys=True),
+        "tokenizer": json.dumps(tokenizer.to_dict()),
+        "extra": json.dumps(dict(extra or {}), sort_keys=True),
+    }
+    tensors = _plain_tensors(state_dict)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def _check_file(path: str | os.PathLike) -> None:
+    if not os.path.isfile(path):
+        raise InputError(path, "no such file")
+
+
+def read_bundle_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The bundle's ``config``, ``tokenizer`` (as dict) and ``extra``, without the weights.
+
+    Raises:
+        InputError: not a readable avsr model bundle.
+    """
+    from safetensors import safe_open
+
+    _check_file(path)
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # any parse failure means "not a bundle"; nothing is executed
+        raise InputError(path, f"not a safetensors model bundle ({type(e).__name__})") from None
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise InputError(path, "safetensors file without avsr bundle metadata")
+    try:
+        return {
+            "config": json.loads(meta["config"]),
+            "tokenizer": json.loads(meta["tokenizer"]),
+            "extra": json.loads(meta.get("extra", "{}")),
+            "version": meta.get("version"),
+        }
+    except (KeyError, json.JSONDecodeError) as e:
+        raise InputError(path, f"damaged bundle metadata ({e})") from None
+
+
+def load_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor], Tokenizer]:
+    """Read a model bundle (never executes code from the file).
+
+    Args:
+        path: a file written by :func:`save_bundle`.
+
+    Returns:
+        ``(config, state_dict, tokenizer)``.
+
+    Raises:
+        InputError: missing file, not a bundle, or damaged contents.
+    """
+    from safetensors.torch import load_file
+
+    meta = read_bundle_metadata(path)
+    try:
+        state = load_file(os.fspath(path), device="cpu")
+    except Exception as e:
+        raise InputError(path, f"damaged bundle weights ({type(e).__name__})") from None
+    tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+    return meta["config"], state, tokenizer
+
+
+def save_model(path: str | os.PathLike, model: "nn.Module", tokenizer: Tokenizer,
+               extra: Mapping[str, Any] | None = None) -> None:
+    """:func:`save_bundle` for a model that has a ``config`` attribute."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, Mapping):
+        raise InputError(None, "model has no config dict to save")
+    save_bundle(path, config, model.state_dict(), tokenizer, extra)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple["nn.Module", Tokenizer]:
+    """Rebuild an AVSR model and its tokenizer from a bundle.
+
+    Args:
+        path: a bundle written by :func:`save_model` / :func:`save_bundle`.
+        device: where to put the model.
+
+    Returns:
+        ``(model, tokenizer)``; the model is in eval mode.
+
+    Raises:
+        InputError: bad file, or weights that do not fit the config.
+    """
+    from avsr.models.avsr import build_model
+
+    config, state, tokenizer = load_bundle(path)
+    model = build_model(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"weights do not match the stored config: {first}") from None
+    return model.to(device).eval(), tokenizer
+
+
+def save_training_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: "nn.Module",
+    step: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Save everything needed to resume training, atomically.
+
+    Args:
+        path: output file (``.pt``).
+        model: its ``state_dict`` is saved.
+        step: optimisation steps done.
+        optimizer: optional, its ``state_dict``.
+        scheduler: optional LR scheduler, its ``state_dict``.
+        extra: plain data (numbers, strings, lists, dicts, tensors).
+    """
+    payload = {
+        "format": "avsr-training-checkpoint",
+        "step": int(step),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "extra": dict(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_training_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: "nn.Module | None" = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load a training checkpoint with the restricted (weights-only) unpickler.
+
+    The given ``model``/``optimizer``/``scheduler`` get their states restored.
+
+    Args:
+        path: a file from :func:`save_training_checkpoint`.
+        model, optimizer, scheduler: objects to restore (optional).
+        map_location: device for the loaded tensors.
+
+    Returns:
+        The checkpoint dict (``step``, ``model``, ``optimizer``, ``scheduler``,
+        ``extra``).
+
+    Raises:
+        InputError: missing, unsafe or damaged file.
+    """
+    _check_file(path)
+    try:
+        ckpt = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+    except Exception as e:  # the weights-only unpickler refuses code; so do we
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(path, f"not a safe training checkpoint ({reason[:120]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "avsr-training-checkpoint":
+        raise InputError(path, "not an avsr training checkpoint")
+    try:
+        if model is not None:
+            model.load_state_dict(ckpt["model"])
+        if optimizer is not None and ckpt.get("optimizer") is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt.get("scheduler") is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"checkpoint does not fit the model/optimizer: {first}") from None
+    return ckpt
