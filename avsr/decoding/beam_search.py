@@ -146,10 +146,11 @@ def greedy_attention(
         Token ids per utterance (no sos/eos).
     """
     res = _resolve(model, enc, None, sos_id, eos_id, need_ctc=False)
-    B = enc.shape[0]
-    limit = _max_lengths(enc_lengths, max_len_ratio, max_len, use_ctc=False)
-    tokens = torch.full((B, 1), res.sos_id, dtype=torch.long, device=enc.device)
-    running = torch.ones(B, dtype=torch.bool)
+    device, B = enc.device, enc.shape[0]
+    enc_lengths = enc_lengths.to(device)
+    limit = _max_lengths(enc_lengths, max_len_ratio, max_len, use_ctc=False).to(device)
+    tokens = torch.full((B, 1), res.sos_id, dtype=torch.long, device=device)
+    running = torch.ones(B, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in range(B)]
     step = 0
     while True:
@@ -157,12 +158,11 @@ def greedy_attention(
         if not running.any():
             return out
         idx = running.nonzero().squeeze(1)
-        logits = res.decoder(tokens[idx.to(enc.device)], enc[idx.to(enc.device)], enc_lengths[idx.to(enc_lengths.device)])
-        logits = logits[:, -1].float()
+        logits = res.decoder(tokens[idx], enc[idx], enc_lengths[idx])[:, -1].float()
         logits[:, blank_id] = NEG_INF
         best = logits.argmax(-1)
-        new_col = torch.full((B, 1), res.eos_id, dtype=torch.long, device=enc.device)
-        new_col[idx.to(enc.device), 0] = best
+        new_col = torch.full((B, 1), res.eos_id, dtype=torch.long, device=device)
+        new_col[idx, 0] = best
         tokens = torch.cat([tokens, new_col], dim=1)
         for i, tok in zip(idx.tolist(), best.tolist()):
             if tok == res.eos_id:
@@ -244,8 +244,9 @@ def joint_beam_search(
         max_len: absolute longest output (overrides ``max_len_ratio``).
         pre_beam: candidate tokens per hypothesis whose CTC prefix score is
             computed, chosen by attention (+LM) score; default
-            ``int(1.5 * beam_size)``. The full vocabulary is scored when it is
-            at least the vocabulary size or when ``ctc_weight == 1``.
+            ``int(1.5 * beam_size)``. End of sentence is always scored too.
+            The full vocabulary is scored when ``pre_beam`` covers it or when
+            ``ctc_weight`` is 0 or 1.
         nbest: finished hypotheses returned per utterance (default
             ``beam_size``).
 
@@ -335,11 +336,12 @@ def _step(
     # --- candidate tokens (R, K); only eos once the length limit is reached
     at_limit = limit[beam.utt] <= L
     k = max(1, pre_beam if pre_beam is not None else int(1.5 * beam_size))
-    if scorer is None or w_att == 0 or k >= V - 1:  # score every token
+    if scorer is None or w_att == 0 or k >= V - 2:  # score every token
         cand = torch.arange(V, device=device)
         cand = cand[cand != blank_id][None, :].expand(R, V - 1)
-    else:  # CTC-score only the best tokens by attention (+LM)
-        cand = pre.topk(k, dim=-1).indices
+    else:  # CTC-score the best tokens by attention (+LM), and always the end
+        top = pre.index_fill(1, torch.tensor([eos], device=device), NEG_INF).topk(k, dim=-1).indices
+        cand = torch.cat([top, torch.full((R, 1), eos, dtype=torch.long, device=device)], dim=1)
     is_eos = cand == eos
     allowed = ~at_limit[:, None] | is_eos
 

@@ -170,6 +170,16 @@ def test_output_length_is_capped() -> None:
     assert all(len(g) <= 2 for g in greedy_attention(model, enc, lens, max_len=2))
 
 
+def test_end_is_always_scored_with_a_small_pre_beam() -> None:
+    """Even when eos is never among the top pre-beam tokens, hypotheses end at the cap."""
+    model, enc, lens = make_case(0, vocab=12)
+    with torch.no_grad():
+        model.decoder.out.bias[model.eos_id] = -30.0
+    hyps = joint_beam_search(model, enc, lens, beam_size=2, ctc_weight=0.3, pre_beam=2, max_len=4)
+    for h in hyps:
+        assert len(h[0].tokens) == 4 and h[0].score > float("-inf")
+
+
 def test_bad_arguments_raise_input_error() -> None:
     model, enc, lens = make_case(0)
     with pytest.raises(InputError):

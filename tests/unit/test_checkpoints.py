@@ -179,3 +179,26 @@ def test_training_checkpoint_mismatch_is_input_error(tmp_path: Path) -> None:
     save_training_checkpoint(path, model=model, step=0)
     with pytest.raises(InputError, match="does not fit"):
         load_training_checkpoint(path, model=nn.Linear(3, 3))
+
+
+def test_load_model_rebuilds_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load_model`` = ``build_model(config)`` + strict weights; a stand-in builder keeps this unit-level."""
+    import sys
+    import types
+
+    fake = types.ModuleType("avsr.models.avsr")
+    fake.build_model = lambda config: Tied()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "avsr.models.avsr", fake)
+    from avsr.checkpoints import load_model
+
+    torch.manual_seed(1)
+    model, tok = Tied(), CharTokenizer(list("abc "))
+    path = tmp_path / "m.safetensors"
+    save_model(path, model, tok)
+    loaded, tok2 = load_model(path)
+    assert tok2 == tok and not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert loaded.out.weight is loaded.emb.weight  # ties survive loading
+    save_bundle(path, model.config, {"emb.weight": torch.zeros(7, 5)}, tok)
+    with pytest.raises(InputError, match="weights do not match"):
+        load_model(path)

@@ -340,6 +340,17 @@ def test_variable_frame_rate(tmp_path: Path, ext: str) -> None:
     np.testing.assert_allclose([t for _, t in streamed], times)
 
 
+def test_vfr_write_tolerates_clock_rounding(tmp_path: Path) -> None:
+    """Timestamps read back from a file (tiny negatives, sub-tick gaps) can be written again."""
+    ts = np.array([-1e-7, 0.04, 0.04000001, 0.08, 0.2])
+    path = tmp_path / "rounded.mp4"
+    io.write_av(path, flat_frames(5), 25, timestamps=ts)
+    clip = io.read_av(path)
+    np.testing.assert_array_equal(frame_index(clip.frames), np.arange(5))
+    assert np.all(np.diff(clip.timestamps) > 0)
+    np.testing.assert_allclose(clip.timestamps, [0, 0.04, 0.04, 0.08, 0.2], atol=1e-4)
+
+
 # --------------------------------------------------------------------- time ranges
 
 

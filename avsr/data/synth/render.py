@@ -323,21 +323,27 @@ def apply_nuisance(
     Returns:
         ``uint8 (T, H, W, 3)``, same ``T`` (the offset shifts content, repeating the edge frame).
     """
-    x = frames.astype(np.float32) / 255.0
-    n, hgt, wid = x.shape[:3]
-    ramp = 1.0 + nuisance.ramp * np.linspace(-1.0, 1.0, wid, dtype=np.float32)[None, None, :, None]
-    flicker = 1.0 + 0.02 * rng.standard_normal((n, 1, 1, 1)).astype(np.float32)
-    x = np.clip(x * (nuisance.gain * ramp * flicker), 0.0, 1.0) ** nuisance.gamma
-    if nuisance.blur > 0.05:
-        for i in range(n):
-            x[i] = cv2.GaussianBlur(x[i], (0, 0), nuisance.blur * scale)
-    x = x * 255.0
-    if nuisance.noise > 0:
-        x += rng.normal(0.0, nuisance.noise, x.shape).astype(np.float32)
-    out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
-    if jpeg and nuisance.jpeg > 0:
-        params = [cv2.IMWRITE_JPEG_QUALITY, nuisance.jpeg]
-        for i in range(n):
+    n, hgt, wid = frames.shape[:3]
+    # brightness per column (ramp) and per frame (flicker), then gamma; one frame at a time
+    ramp = (nuisance.gain / 255.0) * (1.0 + nuisance.ramp * np.linspace(-1.0, 1.0, wid, dtype=np.float32))
+    ramp = ramp.astype(np.float32)[None, :, None]
+    flicker = (1.0 + 0.02 * rng.standard_normal(n)).astype(np.float32)
+    params = [cv2.IMWRITE_JPEG_QUALITY, nuisance.jpeg]
+    out = np.empty_like(frames)
+    for i in range(n):
+        x = frames[i].astype(np.float32) * (ramp * flicker[i])
+        np.minimum(x, 1.0, out=x)
+        if nuisance.gamma != 1.0:
+            cv2.pow(x, nuisance.gamma, x)
+        if nuisance.blur > 0.05:
+            x = cv2.GaussianBlur(x, (0, 0), nuisance.blur * scale)
+        x *= 255.0
+        if nuisance.noise > 0:
+            x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(nuisance.noise)
+        x += 0.5
+        np.clip(x, 0.0, 255.0, out=x)
+        out[i] = x.astype(np.uint8)
+        if jpeg and nuisance.jpeg > 0:
             ok, buf = cv2.imencode(".jpg", out[i], params)
             if ok:
                 out[i] = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
