@@ -74,13 +74,16 @@ def save_bundle(
     """
     from safetensors.torch import save_file
 
-    metadata = {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "config": json.dumps(dict(config), sort_keys=True),
-        "tokenizer": json.dumps(tokenizer.to_dict()),
-        "extra": json.dumps(dict(extra or {}), sort_keys=True),
-    }
+    try:
+        metadata = {
+            "format": BUNDLE_FORMAT,
+            "version": BUNDLE_VERSION,
+            "config": json.dumps(dict(config), sort_keys=True),
+            "tokenizer": json.dumps(tokenizer.to_dict()),
+            "extra": json.dumps(dict(extra or {}), sort_keys=True),
+        }
+    except (TypeError, ValueError) as e:
+        raise InputError(path, f"config/extra must be JSON-able: {e}") from None
     tensors = _plain_tensors(state_dict)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)

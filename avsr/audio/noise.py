@@ -130,37 +130,48 @@ def _babble(rng: np.random.Generator, n: int, sample_rate: int, split: str) -> n
     return out
 
 
+def _add_note(out: np.ndarray, sample_rate: int, midi: float, start: float, dur: float,
+              partials: tuple[float, ...], amp: float) -> None:
+    """Add one plucked note (additive synthesis, exponential decay) to ``out`` in place."""
+    a, b = int(start * sample_rate), min(len(out), int((start + dur) * sample_rate))
+    if b <= a:
+        return
+    t = np.arange(b - a) / sample_rate
+    f0 = 440.0 * 2 ** ((midi - 69) / 12.0)
+    env = np.minimum(1.0, t / 0.01) * np.exp(-t / (0.35 * dur + 0.05))
+    wave = np.zeros_like(t)
+    for k, h in enumerate(partials, start=1):
+        if h > 0 and f0 * k < sample_rate / 2:
+            wave += h * np.sin(2 * np.pi * f0 * k * t)
+    out[a:b] += amp * env * wave
+
+
+def _scale_note(key: int, scale: np.ndarray, index: int) -> int:
+    """MIDI note of scale degree ``index`` (wrapping into higher octaves)."""
+    return key + int(scale[index % len(scale)]) + 12 * (index // len(scale))
+
+
 def _music(rng: np.random.Generator, n: int, sample_rate: int, split: str) -> np.ndarray:
+    """Bars of a triad, a bass note and four melody notes with hi-hats, from the split's
+    instruments and scales."""
     instruments = MUSIC_INSTRUMENTS[split]
     scale = np.array(MUSIC_SCALES[split][int(rng.integers(len(MUSIC_SCALES[split])))])
     key = int(rng.integers(45, 57))  # MIDI note of the key (A2..G#3)
     beat = 60.0 / rng.uniform(80, 140)
-    t_all = np.arange(n) / sample_rate
-    out = np.zeros(n)
-
-    def note(midi: float, start: float, dur: float, inst: tuple[float, ...], amp: float) -> None:
-        a, b = int(start * sample_rate), min(n, int((start + dur) * sample_rate))
-        if b <= a:
-            return
-        t = t_all[a:b] - start
-        f0 = 440.0 * 2 ** ((midi - 69) / 12.0)
-        env = np.minimum(1.0, t / 0.01) * np.exp(-t / (0.35 * dur + 0.05))
-        wave = sum(h * np.sin(2 * np.pi * f0 * (k + 1) * t) for k, h in enumerate(inst) if f0 * (k + 1) < sample_rate / 2)
-        out[a:b] += amp * env * wave
-
     chord_inst, lead_inst = (instruments[int(i)] for i in rng.integers(len(instruments), size=2))
+    out = np.zeros(n)
+    hat = int(0.05 * sample_rate)
     t = 0.0
     while t < n / sample_rate:
         degree = int(rng.integers(len(scale)))
         for step in (0, 2, 4):  # a triad on the scale
-            idx = degree + step
-            note(key + 12 + scale[idx % len(scale)] + 12 * (idx // len(scale)), t, 4 * beat, chord_inst, 0.25)
-        note(key - 12 + scale[degree], t, 2 * beat, instruments[0], 0.5)
-        for k in range(4):  # melody and hi-hat per beat
-            mi = int(rng.integers(len(scale) * 2))
-            note(key + 24 + scale[mi % len(scale)] + 12 * (mi // len(scale)), t + k * beat, beat * 0.9, lead_inst, 0.3)
+            _add_note(out, sample_rate, _scale_note(key + 12, scale, degree + step), t, 4 * beat, chord_inst, 0.25)
+        _add_note(out, sample_rate, _scale_note(key - 12, scale, degree), t, 2 * beat, instruments[0], 0.5)
+        for k in range(4):  # melody note and hi-hat on each beat
+            note = _scale_note(key + 24, scale, int(rng.integers(len(scale) * 2)))
+            _add_note(out, sample_rate, note, t + k * beat, 0.9 * beat, lead_inst, 0.3)
             a = int((t + k * beat) * sample_rate)
-            m = min(n - a, int(0.05 * sample_rate))
+            m = min(n - a, hat)
             if m > 0:
                 out[a:a + m] += 0.15 * rng.standard_normal(m) * np.exp(-np.arange(m) / (0.01 * sample_rate))
         t += 4 * beat
@@ -254,8 +265,20 @@ def speech_activity(
     return np.repeat(active, hop)[:n]
 
 
-def measure_snr(speech: np.ndarray, noise: np.ndarray, active: np.ndarray | None = None, sample_rate: int = 16000) -> float:
-    """SNR in dB over the speech-active samples (``active``, default :func:`speech_activity`)."""
+def measure_snr(
+    speech: np.ndarray, noise: np.ndarray, active: np.ndarray | None = None, sample_rate: int = 16000
+) -> float:
+    """SNR in dB over the speech-active samples.
+
+    Args:
+        speech: ``(N,)`` clean speech.
+        noise: ``(>= N,)`` the noise that was added (first ``N`` samples used).
+        active: ``bool (N,)`` samples to measure on (default :func:`speech_activity` of ``speech``).
+        sample_rate: Hz.
+
+    Returns:
+        ``10 log10(P_speech / P_noise)`` over the active samples.
+    """
     s = np.asarray(speech, np.float64)
     v = np.asarray(noise, np.float64)[: len(s)]
     mask = speech_activity(s, sample_rate) if active is None else active

@@ -10,8 +10,11 @@ with ``λ = ctc_weight``, ``β = lm_weight`` (shallow fusion with a
 CTC prefix probability is replaced by the full-sequence probability
 ``log p_ctc(h | x)`` and the attention/LM scores gain their end-of-sentence
 terms. All running hypotheses of all utterances go through the decoder in one
-call per step; the CTC prefix scores of all ``(hypothesis, candidate)`` pairs
-are tensor operations over frames (:class:`avsr.decoding.ctc.CTCPrefixScorer`).
+call per step. The CTC prefix scores of all ``(hypothesis, candidate)`` pairs
+(by default the whole vocabulary, so the beam is chosen by the exact joint
+score) are one log-sum-exp over frames, and the frame-by-frame forward
+recursion runs only for the extensions the beam keeps
+(:class:`avsr.decoding.ctc.CTCPrefixScorer`).
 
 End detection is exact for the hypotheses the beam keeps: every term above
 can only fall as a hypothesis grows (log-probabilities of longer prefixes are
@@ -40,6 +43,10 @@ if TYPE_CHECKING:
     from avsr.models.lm import TokenLM
 
 NEG_INF = float("-inf")
+FULL_VOCAB_LIMIT = 512
+"""Vocabularies up to this size are scored in full by default (no pre-beam)."""
+PRE_BEAM_LARGE_VOCAB = 64
+"""Default pre-beam for larger vocabularies."""
 
 DecoderFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``(tokens (N, L) long, memory (N, T, D), memory_lengths (N,)) -> logits (N, L, V)``."""
@@ -173,6 +180,21 @@ def greedy_attention(
 
 
 @dataclass
+class _Settings:
+    """Search settings passed to every step."""
+
+    w_att: float
+    w_ctc: float
+    w_lm: float
+    bonus: float
+    beam_size: int
+    blank_id: int
+    pre_beam: int | None
+    nbest: int
+    end_margin: float | None
+
+
+@dataclass
 class _Beam:
     """Running hypotheses of all utterances, rows grouped by utterance then rank."""
 
@@ -221,6 +243,7 @@ def joint_beam_search(
     max_len: int | None = None,
     pre_beam: int | None = None,
     nbest: int | None = None,
+    end_margin: float | None = None,
 ) -> list[list[Hypothesis]]:
     """Joint CTC/attention beam search with optional LM shallow fusion.
 
@@ -243,12 +266,17 @@ def joint_beam_search(
         max_len_ratio: longest output as a fraction of the frames.
         max_len: absolute longest output (overrides ``max_len_ratio``).
         pre_beam: candidate tokens per hypothesis whose CTC prefix score is
-            computed, chosen by attention (+LM) score; default
-            ``int(1.5 * beam_size)``. End of sentence is always scored too.
-            The full vocabulary is scored when ``pre_beam`` covers it or when
-            ``ctc_weight`` is 0 or 1.
+            computed, chosen by attention (+LM) score; end of sentence is
+            always scored too. Default: the whole vocabulary up to
+            ``FULL_VOCAB_LIMIT`` (512) tokens, else ``max(64, 1.5 * beam)``.
+            Without a decoder and LM (``ctc_weight == 1``) every token is
+            scored.
         nbest: finished hypotheses returned per utterance (default
             ``beam_size``).
+        end_margin: ``None`` (default) stops an utterance only when no running
+            hypothesis can still win (exact). A number caps the length bonus a
+            running hypothesis is assumed still able to earn: a faster,
+            heuristic stop that matters only with ``length_bonus > 0``.
 
     Returns:
         Per utterance, the best finished hypotheses, best first.
@@ -257,8 +285,9 @@ def joint_beam_search(
         raise InputError(None, f"ctc_weight must be in [0, 1], got {ctc_weight}")
     if beam_size < 1:
         raise InputError(None, f"beam_size must be >= 1, got {beam_size}")
+    if lm_weight < 0:  # end detection relies on every score term falling as hypotheses grow
+        raise InputError(None, f"lm_weight must be >= 0, got {lm_weight}")
     use_ctc = ctc_weight > 0
-    use_att = ctc_weight < 1
     use_lm = lm is not None and lm_weight != 0
     res = _resolve(model, enc, ctc_log_probs, sos_id, eos_id, need_ctc=use_ctc)
     nbest = beam_size if nbest is None else nbest
@@ -281,10 +310,12 @@ def joint_beam_search(
         lm_state=lm.init_state(B) if use_lm else None,
         ended=[[] for _ in range(B)],
     )
-    weights = (1.0 - ctc_weight, ctc_weight, lm_weight, length_bonus)
+    settings = _Settings(
+        w_att=1.0 - ctc_weight, w_ctc=ctc_weight, w_lm=lm_weight, bonus=length_bonus, beam_size=beam_size,
+        blank_id=blank_id, pre_beam=pre_beam, nbest=nbest, end_margin=end_margin,
+    )
     while beam.utt.numel() > 0:
-        beam = _step(beam, res, enc, enc_lengths, limit, scorer, lm if use_lm else None,
-                     weights, beam_size, blank_id, pre_beam, V, nbest)
+        beam = _step(beam, res, enc, enc_lengths, limit, scorer, lm if use_lm else None, settings, V)
     results = []
     for hyps in beam.ended:
         hyps = sorted(hyps, key=lambda h: h.score, reverse=True)[:nbest]
@@ -300,101 +331,30 @@ def _step(
     limit: Tensor,
     scorer: CTCPrefixScorer | None,
     lm: "TokenLM | None",
-    weights: tuple[float, float, float, float],
-    beam_size: int,
-    blank_id: int,
-    pre_beam: int | None,
+    cfg: _Settings,
     V: int | None,
-    nbest: int,
 ) -> _Beam:
     """Extend every running hypothesis by one token and prune to the beam."""
-    w_att, w_ctc, w_lm, bonus = weights
-    R, L = beam.utt.numel(), beam.length
-    device = enc.device
-    eos = res.eos_id
-    last = beam.tokens[:, -1] if L > 0 else torch.full((R,), res.sos_id, dtype=torch.long, device=device)
-
-    # --- next-token scores from the decoder and the LM: (R, V)
-    att_lp = None
-    if w_att > 0:
-        inp = torch.cat([torch.full((R, 1), res.sos_id, dtype=torch.long, device=device), beam.tokens], 1)
-        logits = res.decoder(inp, enc[beam.utt], enc_lengths[beam.utt])[:, -1]
-        att_lp = logits.float().log_softmax(-1)
-        V = att_lp.shape[-1]
-    lm_lp, lm_state = None, None
-    if lm is not None:
-        lm_lp, lm_state = lm.score(last, beam.lm_state)
-        V = lm_lp.shape[-1]
-    assert V is not None
-    pre = torch.zeros((R, V), device=device)
-    if att_lp is not None:
-        pre = pre + w_att * att_lp
-    if lm_lp is not None:
-        pre = pre + w_lm * lm_lp
-    pre[:, blank_id] = NEG_INF
-
-    # --- candidate tokens (R, K); only eos once the length limit is reached
-    at_limit = limit[beam.utt] <= L
-    k = max(1, pre_beam if pre_beam is not None else int(1.5 * beam_size))
-    if scorer is None or w_att == 0 or k >= V - 2:  # score every token
-        cand = torch.arange(V, device=device)
-        cand = cand[cand != blank_id][None, :].expand(R, V - 1)
-    else:  # CTC-score the best tokens by attention (+LM), and always the end
-        top = pre.index_fill(1, torch.tensor([eos], device=device), NEG_INF).topk(k, dim=-1).indices
-        cand = torch.cat([top, torch.full((R, 1), eos, dtype=torch.long, device=device)], dim=1)
-    is_eos = cand == eos
-    allowed = ~at_limit[:, None] | is_eos
-
-    # --- accumulate the scores of every (hypothesis, candidate)
-    att_new = beam.att[:, None] + (att_lp.gather(1, cand) if att_lp is not None else 0.0)
-    lm_new = beam.lm[:, None] + (lm_lp.gather(1, cand) if lm_lp is not None else 0.0)
-    att_new = torch.as_tensor(att_new, device=device).expand(cand.shape)
-    lm_new = torch.as_tensor(lm_new, device=device).expand(cand.shape)
-    ctc_new = torch.zeros(cand.shape, device=device)
-    ctc_r = None
-    if scorer is not None:
-        prefix, ctc_r = scorer.score_candidates(beam.ctc, cand)
-        final = scorer.final_scores(beam.ctc)
-        ctc_new = torch.where(is_eos, final[:, None].expand_as(prefix), prefix)
-    total = bonus * torch.where(is_eos, L, L + 1).float()
-    for weight, part in ((w_att, att_new), (w_ctc, ctc_new), (w_lm, lm_new)):
-        if weight != 0:  # skip unused terms: 0 * -inf would be nan
-            total = total + weight * part
-    total = total.masked_fill(~allowed | total.isnan(), NEG_INF)
-
-    # --- per-utterance top beam over (slot, candidate)
-    B, K = len(beam.ended), cand.shape[1]
-    grid = torch.full((B, beam_size, K), NEG_INF, device=device)
-    grid[beam.utt, beam.slot] = total
-    row_of = torch.full((B, beam_size), -1, dtype=torch.long, device=device)
-    row_of[beam.utt, beam.slot] = torch.arange(R, device=device)
-    top_val, top_idx = grid.view(B, beam_size * K).topk(min(beam_size, beam_size * K), dim=-1)
-    sel_utt, sel_rank = (top_val > NEG_INF).nonzero(as_tuple=True)
-    flat = top_idx[sel_utt, sel_rank]
-    row = row_of[sel_utt, flat // K]
-    kk = flat % K
+    att_lp, lm_lp, lm_state = _next_token_scores(beam, res, enc, enc_lengths, lm, cfg)
+    V = next(t.shape[-1] for t in (att_lp, lm_lp) if t is not None) if V is None else V
+    full = scorer is None or (att_lp is None and lm is None)  # nothing to pre-select with, or no need
+    cand = _candidates(beam, att_lp, lm_lp, res.eos_id, V, cfg, full=full)
+    att_new, ctc_new, lm_new, total = _candidate_scores(
+        beam, cand, att_lp, lm_lp, scorer, limit, res.eos_id, cfg
+    )
+    sel_utt, row, kk = _top_per_utterance(beam, total, cfg.beam_size)
     tok = cand[row, kk]
-    sel_score = total[row, kk]
-    sel_att, sel_lm, sel_ctc = att_new[row, kk], lm_new[row, kk], ctc_new[row, kk]
+    sel_score, sel_att, sel_lm, sel_ctc = (x[row, kk] for x in (total, att_new, lm_new, ctc_new))
 
-    # --- finished hypotheses
-    ended = tok == eos
+    ended = tok == res.eos_id
     if ended.any():
-        toks = beam.tokens[row[ended]].tolist()
-        for u, t, s, a, c, m in zip(sel_utt[ended].tolist(), toks, sel_score[ended].tolist(),
-                                    sel_att[ended].tolist(), sel_ctc[ended].tolist(),
-                                    sel_lm[ended].tolist()):
-            beam.ended[u].append(Hypothesis(t, s, a if w_att > 0 else 0.0, c if w_ctc > 0 else 0.0,
-                                            m if lm is not None else 0.0))
-
-    # --- running hypotheses, minus utterances whose best results are settled
+        _record_ended(beam, sel_utt[ended], row[ended], sel_score[ended], sel_att[ended],
+                      sel_ctc[ended], sel_lm[ended], cfg, use_lm=lm is not None)
+    # running hypotheses, minus utterances whose best results are settled
     keep = ~ended
-    done = _finished_utterances(beam.ended, sel_utt[keep], sel_score[keep], limit, L + 1, bonus, nbest)
+    done = _finished_utterances(beam.ended, sel_utt[keep], sel_score[keep], limit, beam.length + 1, cfg)
     keep &= ~done[sel_utt]
-    row, kk, tok, u = row[keep], kk[keep], tok[keep], sel_utt[keep]
-    ctc_state = None
-    if scorer is not None:
-        ctc_state = scorer.extend(beam.ctc, row, tok, ctc_r[row, kk], ctc_new[row, kk])
+    row, tok, u = row[keep], tok[keep], sel_utt[keep]
     return _Beam(
         tokens=torch.cat([beam.tokens[row], tok[:, None]], dim=1),
         utt=u,
@@ -402,10 +362,132 @@ def _step(
         att=sel_att[keep],
         lm=sel_lm[keep],
         score=sel_score[keep],
-        ctc=ctc_state,
+        ctc=scorer.extend(beam.ctc, row, tok) if scorer is not None else None,
         lm_state=lm.select_state(lm_state, row) if lm is not None else None,
         ended=beam.ended,
     )
+
+
+def _next_token_scores(
+    beam: _Beam, res: _Resolved, enc: Tensor, enc_lengths: Tensor, lm: "TokenLM | None", cfg: _Settings
+) -> tuple[Tensor | None, Tensor | None, Any]:
+    """Attention and LM log-probabilities of the next token, ``(R, V)`` each (or ``None``).
+
+    Returns:
+        ``(att_lp, lm_lp, new_lm_state)``.
+    """
+    R, device = beam.utt.numel(), enc.device
+    att_lp = None
+    if cfg.w_att > 0:
+        sos = torch.full((R, 1), res.sos_id, dtype=torch.long, device=device)
+        logits = res.decoder(torch.cat([sos, beam.tokens], 1), enc[beam.utt], enc_lengths[beam.utt])[:, -1]
+        att_lp = logits.float().log_softmax(-1)
+    lm_lp, lm_state = None, None
+    if lm is not None:
+        last = beam.tokens[:, -1] if beam.length > 0 else torch.full((R,), res.sos_id, device=device)
+        lm_lp, lm_state = lm.score(last, beam.lm_state)
+    return att_lp, lm_lp, lm_state
+
+
+def _candidates(
+    beam: _Beam, att_lp: Tensor | None, lm_lp: Tensor | None, eos: int, V: int, cfg: _Settings, full: bool
+) -> Tensor:
+    """Candidate tokens ``(R, K)`` whose joint score is computed (blank never)."""
+    R, device = beam.utt.numel(), beam.tokens.device
+    if cfg.pre_beam is not None:
+        k = max(1, cfg.pre_beam)
+    else:
+        k = V if V <= FULL_VOCAB_LIMIT else max(PRE_BEAM_LARGE_VOCAB, int(1.5 * cfg.beam_size))
+    if full or k >= V - 2:  # every token
+        cand = torch.arange(V, device=device)
+        return cand[cand != cfg.blank_id][None, :].expand(R, V - 1)
+    # the best tokens by attention (+LM) score, and always the end
+    pre = torch.zeros((R, V), device=device)
+    for weight, part in ((cfg.w_att, att_lp), (cfg.w_lm, lm_lp)):
+        if part is not None:
+            pre = pre + weight * part
+    pre[:, cfg.blank_id] = NEG_INF
+    pre[:, eos] = NEG_INF
+    top = pre.topk(k, dim=-1).indices
+    return torch.cat([top, torch.full((R, 1), eos, dtype=torch.long, device=device)], dim=1)
+
+
+def _candidate_scores(
+    beam: _Beam,
+    cand: Tensor,
+    att_lp: Tensor | None,
+    lm_lp: Tensor | None,
+    scorer: CTCPrefixScorer | None,
+    limit: Tensor,
+    eos: int,
+    cfg: _Settings,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Accumulated attention, CTC and LM scores and the joint score, ``(R, K)`` each.
+
+    Candidates past the length limit (anything but eos there) score ``-inf``.
+    """
+    L, device = beam.length, beam.tokens.device
+    is_eos = cand == eos
+    zeros = torch.zeros(cand.shape, device=device)
+    att_new = beam.att[:, None] + (att_lp.gather(1, cand) if att_lp is not None else zeros)
+    lm_new = beam.lm[:, None] + (lm_lp.gather(1, cand) if lm_lp is not None else zeros)
+    ctc_new = zeros
+    if scorer is not None:
+        prefix = scorer.prefix_scores(beam.ctc, cand)
+        final = scorer.final_scores(beam.ctc)  # the hypothesis ends here
+        ctc_new = torch.where(is_eos, final[:, None].expand_as(prefix), prefix)
+    total = cfg.bonus * torch.where(is_eos, L, L + 1).float()
+    for weight, part in ((cfg.w_att, att_new), (cfg.w_ctc, ctc_new), (cfg.w_lm, lm_new)):
+        if weight != 0:  # skip unused terms: 0 * -inf would be nan
+            total = total + weight * part
+    allowed = (limit[beam.utt] > L)[:, None] | is_eos
+    total = total.masked_fill(~allowed | total.isnan(), NEG_INF)
+    return att_new, ctc_new, lm_new, total
+
+
+def _top_per_utterance(beam: _Beam, total: Tensor, beam_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``beam_size`` best (hypothesis, candidate) pairs of each utterance.
+
+    Args:
+        beam: running hypotheses (``utt``/``slot`` place each row).
+        total: ``(R, K)`` joint scores.
+        beam_size: pairs kept per utterance.
+
+    Returns:
+        ``(utt, row, k)`` of the kept pairs, ``(M,)`` each, grouped by
+        utterance, best first; pairs scoring ``-inf`` are dropped.
+    """
+    R, K = total.shape
+    B, device = len(beam.ended), total.device
+    grid = torch.full((B, beam_size, K), NEG_INF, device=device)
+    grid[beam.utt, beam.slot] = total
+    row_of = torch.full((B, beam_size), -1, dtype=torch.long, device=device)
+    row_of[beam.utt, beam.slot] = torch.arange(R, device=device)
+    top_val, top_idx = grid.view(B, beam_size * K).topk(beam_size, dim=-1)
+    sel_utt, sel_rank = (top_val > NEG_INF).nonzero(as_tuple=True)
+    flat = top_idx[sel_utt, sel_rank]
+    return sel_utt, row_of[sel_utt, flat // K], flat % K
+
+
+def _record_ended(
+    beam: _Beam,
+    utt: Tensor,
+    row: Tensor,
+    score: Tensor,
+    att: Tensor,
+    ctc: Tensor,
+    lm: Tensor,
+    cfg: _Settings,
+    use_lm: bool,
+) -> None:
+    """Add finished hypotheses to ``beam.ended`` (kept sorted, at most ``nbest`` each)."""
+    tokens = beam.tokens[row].tolist()
+    columns = (utt.tolist(), tokens, score.tolist(), att.tolist(), ctc.tolist(), lm.tolist())
+    for u, t, s, a, c, m in zip(*columns):
+        beam.ended[u].append(Hypothesis(t, s, a if cfg.w_att > 0 else 0.0, c if cfg.w_ctc > 0 else 0.0,
+                                        m if use_lm else 0.0))
+    for u in set(utt.tolist()):  # only the nbest best can be returned
+        beam.ended[u] = sorted(beam.ended[u], key=lambda h: h.score, reverse=True)[: cfg.nbest]
 
 
 def _finished_utterances(
@@ -414,8 +496,7 @@ def _finished_utterances(
     run_score: Tensor,
     limit: Tensor,
     length: int,
-    bonus: float,
-    nbest: int,
+    cfg: "_Settings",
 ) -> Tensor:
     """Utterances whose ``nbest`` best ended hypotheses no running one can beat.
 
@@ -425,8 +506,7 @@ def _finished_utterances(
         run_score: ``(M,)`` their joint scores (length ``length``).
         limit: ``(B,)`` longest allowed outputs.
         length: tokens in the running hypotheses.
-        bonus: length bonus per token (only a positive bonus can raise a score).
-        nbest: how many results are wanted.
+        cfg: search settings (length bonus, end margin, nbest).
 
     Returns:
         ``(B,)`` bool.
@@ -434,11 +514,13 @@ def _finished_utterances(
     B = len(ended)
     best_running = torch.full((B,), NEG_INF, device=run_score.device)
     best_running = best_running.scatter_reduce(0, run_utt, run_score, reduce="amax")
-    headroom = max(bonus, 0.0) * (limit - length).clamp(min=0).float()
+    # only a positive length bonus can raise a running score
+    headroom = max(cfg.bonus, 0.0) * (limit - length).clamp(min=0).float()
+    if cfg.end_margin is not None:
+        headroom = headroom.clamp(max=cfg.end_margin)
     bound = (best_running + headroom).tolist()
     done = torch.zeros(B, dtype=torch.bool, device=run_score.device)
     for b in range(B):
-        if len(ended[b]) >= nbest:
-            kth = sorted((h.score for h in ended[b]), reverse=True)[nbest - 1]
-            done[b] = kth >= bound[b]
+        if len(ended[b]) >= cfg.nbest:  # ended lists are kept sorted, best first
+            done[b] = ended[b][cfg.nbest - 1].score >= bound[b]
     return done

@@ -2,7 +2,8 @@
 
 * :func:`greedy_ctc` — best path, repeats merged, blanks dropped.
 * :class:`CTCPrefixScorer` — log-domain CTC prefix probabilities for many
-  hypotheses at once, the CTC half of joint CTC/attention beam search.
+  hypotheses and candidate tokens at once, the CTC half of joint
+  CTC/attention beam search.
 * :func:`forced_align` / :func:`word_timestamps` — Viterbi alignment of a known
   token sequence, and word start/end times from it.
 
@@ -89,18 +90,21 @@ class CTCPrefixState:
     utt: Tensor
     length: int
 
-    def index_select(self, index: Tensor, tokens: Tensor, r: Tensor, prefix: Tensor) -> "CTCPrefixState":
-        """State of extended hypotheses (used by :meth:`CTCPrefixScorer.extend`)."""
-        return CTCPrefixState(r=r, prefix=prefix, last=tokens, utt=self.utt[index], length=self.length + 1)
-
 
 class CTCPrefixScorer:
     """Vectorised CTC prefix scoring (log domain) over hypotheses and candidates.
 
-    For a prefix ``h`` and candidate token ``c`` it computes the prefix
-    probability ``log p(h c ... | x)`` with one loop over frames whose body is
-    tensor operations over all ``(N, K)`` pairs, and the full-sequence
-    probability ``log p(h | x)`` used when ``h`` ends.
+    Two phases per decoding step, both tensor operations over all hypotheses:
+
+    1. :meth:`prefix_scores`: the exact prefix probability
+       ``log p(h c ... | x) = log sum_t phi_h(t) x_t(c)`` of every candidate
+       ``c`` of every hypothesis ``h`` — one log-sum-exp over frames, no loop
+       (``phi_h(t)``: probability that the first ``t`` frames emit ``h`` in a
+       state from which ``c`` may start).
+    2. :meth:`extend`: the forward variables of the few extensions the beam
+       keeps — a loop over frames whose body works on all of them at once.
+
+    :meth:`final_scores` gives ``log p(h | x)`` for hypotheses that end.
 
     Args:
         log_probs: ``(B, T, V)`` CTC log-probabilities.
@@ -111,9 +115,11 @@ class CTCPrefixScorer:
         >>> lp = torch.randn(1, 5, 4).log_softmax(-1)
         >>> scorer = CTCPrefixScorer(lp)
         >>> st = scorer.initial_state(torch.tensor([0]))
-        >>> prefix, r = scorer.score_candidates(st, torch.tensor([[1, 2]]))
-        >>> prefix.shape, r.shape
-        (torch.Size([1, 2]), torch.Size([1, 2, 6, 2]))
+        >>> scorer.prefix_scores(st, torch.tensor([[1, 2, 3]])).shape
+        torch.Size([1, 3])
+        >>> st = scorer.extend(st, torch.tensor([0, 0]), torch.tensor([1, 2]))
+        >>> st.r.shape, st.length
+        (torch.Size([2, 6, 2]), 1)
     """
 
     def __init__(self, log_probs: Tensor, lengths: Tensor | None = None, blank: int = 0):
@@ -134,13 +140,14 @@ class CTCPrefixScorer:
         Args:
             utt: ``(N,)`` utterance indices (one hypothesis each).
         """
+        utt = utt.to(self.x.device)
         N = utt.numel()
         r = torch.full((N, self.T + 1, 2), NEG_INF, device=self.x.device)
         r[:, 0, 1] = 0.0  # before any frame: empty prefix, "in blank"
         r[:, 1:, 1] = torch.cumsum(self.x[utt, :, self.blank], dim=1)
         prefix = torch.zeros(N, device=self.x.device)
         last = torch.full((N,), -1, dtype=torch.long, device=self.x.device)
-        return CTCPrefixState(r=r, prefix=prefix, last=last, utt=utt.to(self.x.device), length=0)
+        return CTCPrefixState(r=r, prefix=prefix, last=last, utt=utt, length=0)
 
     def final_scores(self, state: CTCPrefixState) -> Tensor:
         """``log p(h | x)`` for each hypothesis: the prefix is the whole output.
@@ -150,77 +157,73 @@ class CTCPrefixScorer:
         """
         return torch.logsumexp(state.r[:, -1, :], dim=-1)
 
-    def score_candidates(self, state: CTCPrefixState, candidates: Tensor) -> tuple[Tensor, Tensor]:
-        """Prefix scores of every ``h + c``.
+    def _phi(self, r: Tensor, last: Tensor, tokens: Tensor) -> Tensor:
+        """Mass from which ``tokens`` may start, ``(N, T + 1, K)``.
+
+        ``r`` is ``(N, T + 1, 2)``, ``last`` ``(N,)``, ``tokens`` ``(N, K)``. If a
+        token repeats the prefix's last one, a blank must come in between.
+        """
+        total = torch.logsumexp(r, dim=-1)[:, :, None]  # (N, T+1, 1)
+        same = (tokens == last[:, None])[:, None, :]  # (N, 1, K)
+        return torch.where(same, r[:, :, 1:2], total)
+
+    def prefix_scores(self, state: CTCPrefixState, candidates: Tensor) -> Tensor:
+        """``log p(h c ... | x)`` for every hypothesis ``h`` and candidate ``c``.
 
         Args:
             state: statistics of ``N`` prefixes ``h``.
-            candidates: ``(N, K)`` token ids ``c`` (blank not allowed; the
-                result for an end-of-sentence id is meaningless, use
-                :meth:`final_scores`).
+            candidates: ``(N, K)`` token ids (blank not allowed; the value for
+                an end-of-sentence id is meaningless, use :meth:`final_scores`).
 
         Returns:
-            ``prefix``: ``(N, K)`` values of ``log p(h c ... | x)``;
-            ``r``: ``(N, K, T + 1, 2)`` statistics of the extended prefixes.
+            ``(N, K)`` log-probabilities.
         """
         N, K = candidates.shape
-        T, L = self.T, state.length
+        T = self.T
         x = self.x[state.utt]  # (N, T, V)
         xc = torch.gather(x, 2, candidates[:, None, :].expand(N, T, K))  # (N, T, K)
-        xb = x[:, :, self.blank]  # (N, T)
-        # phi[t]: mass of h over the first t frames that may be followed by c
-        # (if c repeats h's last token, a blank must come in between).
-        r_total = torch.logsumexp(state.r, dim=-1)  # (N, T+1)
-        phi = r_total[:, :, None].expand(N, T + 1, K).clone()
-        same = candidates == state.last[:, None]  # (N, K)
-        phi_same = state.r[:, :, 1][:, :, None].expand(N, T + 1, K)
-        phi = torch.where(same[:, None, :], phi_same, phi)
-        r = torch.full((N, K, T + 1, 2), NEG_INF, device=x.device)
-        # An output of L+1 tokens needs at least L+1 frames: start at frame L.
-        start = L
-        if start < T:
-            # prefix = sum_t phi[t] + x_t(c): the extension's last token first appears at frame t.
-            enter = phi[:, start:T, :] + xc[:, start:, :]  # (N, T-start, K)
-            prefix = torch.logsumexp(enter, dim=1)
-            rn = torch.full((N, K), NEG_INF, device=x.device)
-            rb = torch.full((N, K), NEG_INF, device=x.device)
-            steps = []
-            for t in range(start, T):
-                rn, rb = (
-                    torch.logaddexp(rn, phi[:, t, :]) + xc[:, t, :],
-                    torch.logaddexp(rn, rb) + xb[:, t, None],
-                )
-                steps.append(torch.stack((rn, rb), dim=-1))  # (N, K, 2)
-            r[:, :, start + 1 :, :] = torch.stack(steps, dim=2)
-        else:
-            prefix = torch.full((N, K), NEG_INF, device=x.device)
-        return prefix, r
+        # c first appears at frame t after h filled frames 0..t-1
+        return torch.logsumexp(self._phi(state.r, state.last, candidates)[:, :T] + xc, dim=1)
 
-    def extend(
-        self, state: CTCPrefixState, hyp_index: Tensor, tokens: Tensor, r: Tensor, prefix: Tensor
-    ) -> CTCPrefixState:
-        """Keep chosen extensions.
+    def extend(self, state: CTCPrefixState, index: Tensor, tokens: Tensor) -> CTCPrefixState:
+        """Statistics of the extensions ``h[index[i]] + tokens[i]``.
 
         Args:
             state: statistics of the parents.
-            hyp_index: ``(M,)`` parent row of each kept extension.
-            tokens: ``(M,)`` the appended token.
-            r: ``(M, T + 1, 2)`` the extensions' statistics (rows of
-                :meth:`score_candidates`'s ``r``).
-            prefix: ``(M,)`` the extensions' prefix scores.
+            index: ``(M,)`` parent rows.
+            tokens: ``(M,)`` appended tokens (no blank, no end-of-sentence).
+
+        Returns:
+            The state of the ``M`` extended prefixes.
         """
-        return state.index_select(hyp_index, tokens, r, prefix)
+        M, T, L = index.numel(), self.T, state.length
+        utt = state.utt[index]
+        x = self.x[utt]  # (M, T, V)
+        xc = x.gather(2, tokens[:, None, None].expand(M, T, 1))[:, :, 0]  # (M, T)
+        xb = x[:, :, self.blank]
+        phi = self._phi(state.r[index], state.last[index], tokens[:, None])[:, :, 0]  # (M, T+1)
+        r = torch.full((M, T + 1, 2), NEG_INF, device=x.device)
+        # L+1 tokens need at least L+1 frames: nothing before frame L
+        rn = torch.full((M,), NEG_INF, device=x.device)
+        rb = torch.full((M,), NEG_INF, device=x.device)
+        steps = []
+        for t in range(L, T):
+            rn, rb = torch.logaddexp(rn, phi[:, t]) + xc[:, t], torch.logaddexp(rn, rb) + xb[:, t]
+            steps.append(torch.stack((rn, rb), dim=-1))
+        if steps:
+            r[:, L + 1 :] = torch.stack(steps, dim=1)
+        prefix = torch.logsumexp(phi[:, :T] + xc, dim=1)
+        return CTCPrefixState(r=r, prefix=prefix, last=tokens, utt=utt, length=L + 1)
 
     def sequence_scores(self, utt: int, tokens: Sequence[int]) -> tuple[float, float]:
         """``(log p(tokens ... | x), log p(tokens | x))`` for one utterance.
 
         Convenient for checks; decoding uses the batched methods.
         """
-        state = self.initial_state(torch.tensor([utt], device=self.x.device))
+        state = self.initial_state(torch.tensor([utt]))
+        zero = torch.zeros(1, dtype=torch.long, device=self.x.device)
         for tok in tokens:
-            cand = torch.tensor([[int(tok)]], device=self.x.device)
-            prefix, r = self.score_candidates(state, cand)
-            state = self.extend(state, torch.tensor([0]), cand[:, 0], r[:, 0], prefix[:, 0])
+            state = self.extend(state, zero, torch.tensor([int(tok)], device=self.x.device))
         return float(state.prefix[0]), float(self.final_scores(state)[0])
 
 

@@ -15,9 +15,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from avsr import cli
 from avsr.data.synth import SLOT_NAMES, SLOTS, generate, read_manifest
 
-N_TRAIN, N_TEST = 240, 80
+N_TRAIN, N_TEST = 400, 100
 STEPS = 8  # frames per word after temporal resampling
 
 
@@ -102,3 +103,8 @@ def test_full_face_form_goes_through_the_lip_frontend(tmp_path):
     found, errors = np.concatenate(found), np.concatenate(errors)
     assert found.mean() >= 0.99
     assert errors.mean() < 4.0 and errors.max() < 10.0, (errors.mean(), errors.max())  # pixels of a 96 crop
+    # and through the command line
+    out = tmp_path / "lips.npz"
+    assert cli.main(["lips", rows[0]["video"], "-o", str(out)]) == 0
+    lips = np.load(out)
+    assert lips["mouths"].shape[1:] == (96, 96) and lips["found"].mean() >= 0.99

@@ -60,7 +60,8 @@ def make_case(seed: int, vocab: int = 8, lengths: tuple[int, ...] = (7, 5, 9), d
 
 
 def joint_score(model: StandInModel, enc: Tensor, length: int, tokens: list[int], ctc_weight: float,
-                lm: TokenLM | None = None, lm_weight: float = 0.0, bonus: float = 0.0) -> float:
+                lm: TokenLM | None = None, lm_weight: float = 0.0, bonus: float = 0.0,
+                ctc: Tensor | None = None) -> float:
     """The joint score of a finished hypothesis, computed independently of the search."""
     eos = model.eos_id
     inp = torch.tensor([[model.sos_id] + tokens])
@@ -69,7 +70,8 @@ def joint_score(model: StandInModel, enc: Tensor, length: int, tokens: list[int]
     att = sum(float(logp[i, t]) for i, t in enumerate(tokens + [eos]))
     score = (1 - ctc_weight) * att + bonus * len(tokens)
     if ctc_weight > 0:
-        scorer = CTCPrefixScorer(model.ctc_log_probs(enc[None, :length]).detach())
+        lp = model.ctc_log_probs(enc[None, :length]).detach() if ctc is None else ctc[None, :length]
+        scorer = CTCPrefixScorer(lp)
         score += ctc_weight * scorer.sequence_scores(0, tokens)[1]
     if lm is not None:
         with torch.no_grad():
@@ -119,12 +121,12 @@ def test_exhaustive_beam_finds_global_best_and_beats_small_beams(seed: int) -> N
             assert top.score >= results[b][u][0].score - 1e-5
 
 
-@pytest.mark.parametrize("ctc_weight", [0.0, 0.3, 1.0])
-def test_batched_equals_one_at_a_time(ctc_weight: float) -> None:
+@pytest.mark.parametrize("ctc_weight,pre_beam", [(0.0, None), (0.3, None), (0.3, 3), (1.0, None)])
+def test_batched_equals_one_at_a_time(ctc_weight: float, pre_beam: int | None) -> None:
     model, enc, lens = make_case(7, vocab=10, lengths=(8, 5, 11, 6))
     torch.manual_seed(3)
     lm = TokenLM(10, embed_dim=8, hidden_dim=16).eval()
-    kw = dict(beam_size=4, ctc_weight=ctc_weight, lm=lm, lm_weight=0.3, length_bonus=0.1)
+    kw = dict(beam_size=4, ctc_weight=ctc_weight, lm=lm, lm_weight=0.3, length_bonus=0.1, pre_beam=pre_beam)
     batched = joint_beam_search(model, enc, lens, **kw)
     for u, length in enumerate(lens.tolist()):
         single = joint_beam_search(model, enc[u : u + 1, :length], lens[u : u + 1], **kw)[0]
@@ -168,6 +170,34 @@ def test_output_length_is_capped() -> None:
     capped = joint_beam_search(model, enc, lens, max_len=2, **kw)
     assert all(len(h.tokens) <= 2 for hyps in capped for h in hyps)
     assert all(len(g) <= 2 for g in greedy_attention(model, enc, lens, max_len=2))
+
+
+def test_end_margin_stops_earlier_with_a_length_bonus() -> None:
+    """With a bonus the exact stop must allow for bonus still to come; ``end_margin`` caps that.
+
+    CTC clearly hears 3 tokens in 30 frames. Longer outputs soon score far worse, but the
+    exact rule keeps going while the bonus for the remaining frames could still make up
+    the gap; with ``end_margin=0`` the search stops once the best ended output leads.
+    """
+    model, enc, lens = make_case(5, vocab=9, lengths=(30,))
+    labels = torch.zeros(30, dtype=torch.long)
+    labels[[5, 15, 25]] = torch.tensor([2, 3, 4])
+    ctc = (torch.randn(1, 30, 9) + 10.0 * nn.functional.one_hot(labels, 9)).log_softmax(-1)
+    calls = []
+
+    def counting(tokens, memory, lengths):
+        calls.append(tokens.shape[0])
+        return model.decoder(tokens, memory, lengths)
+
+    kw = dict(ctc_log_probs=ctc, sos_id=model.sos_id, beam_size=3, ctc_weight=0.5, length_bonus=1.0, nbest=1)
+    exact = joint_beam_search(counting, enc, lens, **kw)[0][0]
+    exact_calls, calls[:] = len(calls), []
+    quick = joint_beam_search(counting, enc, lens, end_margin=0.0, **kw)[0][0]
+    assert len(calls) < exact_calls
+    assert quick.tokens == [2, 3, 4]
+    expect = joint_score(model, enc[0], 30, quick.tokens, 0.5, bonus=1.0, ctc=ctc[0])
+    assert quick.score == pytest.approx(expect, abs=1e-4)
+    assert quick.score <= exact.score + 1e-5  # same beam, fewer steps: it cannot beat the exact stop
 
 
 def test_end_is_always_scored_with_a_small_pre_beam() -> None:

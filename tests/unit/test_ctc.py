@@ -57,17 +57,19 @@ def test_batched_candidate_scores_match_single_sequences() -> None:
     lp = torch.randn(2, 7, 6).log_softmax(-1)
     scorer = CTCPrefixScorer(lp, torch.tensor([7, 5]))
     prefixes = [(0, (2,)), (1, (3,)), (0, (4,)), (1, (2,))]  # (utterance, one-token prefix)
-    state = scorer.initial_state(torch.tensor([u for u, _ in prefixes]))
-    first = torch.tensor([[p[0]] for _, p in prefixes])
-    pre, r = scorer.score_candidates(state, first)
-    state = scorer.extend(state, torch.arange(4), first[:, 0], r[:, 0], pre[:, 0])
+    state = scorer.initial_state(torch.tensor([0, 1]))
+    state = scorer.extend(state, torch.tensor([u for u, _ in prefixes]), torch.tensor([p[0] for _, p in prefixes]))
     cand = torch.tensor([[1, 2, 3, 4, 5]] * 4)
-    pre2, _ = scorer.score_candidates(state, cand)
+    pre = scorer.prefix_scores(state, cand)
     final = scorer.final_scores(state)
     for i, (u, p) in enumerate(prefixes):
+        assert float(state.prefix[i]) == pytest.approx(scorer.sequence_scores(u, p)[0], abs=1e-5)
         assert float(final[i]) == pytest.approx(scorer.sequence_scores(u, p)[1], abs=1e-5)
         for k, c in enumerate(cand[i].tolist()):
-            assert float(pre2[i, k]) == pytest.approx(scorer.sequence_scores(u, p + (c,))[0], abs=1e-5)
+            assert float(pre[i, k]) == pytest.approx(scorer.sequence_scores(u, p + (c,))[0], abs=1e-5)
+    # extending by a candidate gives the prefix score computed without the recursion
+    ext = scorer.extend(state, torch.arange(4), cand[:, 1])
+    assert torch.allclose(ext.prefix, pre[:, 1], atol=1e-5)
 
 
 def test_greedy_ctc_merges_repeats_and_respects_lengths() -> None:
@@ -95,3 +97,23 @@ def test_forced_align_and_word_timestamps() -> None:
     assert words[1].start == pytest.approx(7 / 25) and words[1].end == pytest.approx(10 / 25)
     with pytest.raises(InputError):
         forced_align(lp[:3], ids)  # five tokens cannot fit in three frames
+
+
+def test_word_timestamps_with_sentencepiece_word_marker() -> None:
+    from avsr.tokenizer import SentencePieceTokenizer
+
+    texts = ["bin blue at f two now", "place red by g nine soon", "set white with p four please"] * 5
+    tok = SentencePieceTokenizer.train(texts, vocab_size=40, model_type="bpe")
+    ids = tok.encode("blue at now")
+    path = []
+    for i, t in enumerate(ids):  # token i on frames 3i+1 and 3i+2, blanks between
+        path += [0, t, t]
+    path.append(0)
+    lp = torch.nn.functional.one_hot(torch.tensor(path), tok.vocab_size).float().mul(10).log_softmax(-1)
+    words = word_timestamps(lp, ids, tok)
+    assert [w.word for w in words] == ["blue", "at", "now"]
+    spans = tok.word_spans(ids)
+    for w, (_, first, last) in zip(words, spans):
+        assert w.start == pytest.approx((3 * first + 1) / 25)
+        assert w.end == pytest.approx((3 * last + 3) / 25)
+    assert all(a.end <= b.start for a, b in zip(words, words[1:]))

@@ -4,9 +4,11 @@ Speech comes from eSpeak NG (with phoneme timings), the mouth is drawn from
 a viseme track derived from those timings, and speakers (voice, variant,
 rate, pitch, mouth look) are split disjointly into train / valid / test.
 
-Example:
-    >>> from avsr.data.synth import generate  # doctest: +SKIP
-    >>> manifest = generate("data/synthgrid", num=100, split="train", seed=0)  # doctest: +SKIP
+Example (command line: ``avsr synth --out data/synthgrid --num 1000 --split train --seed 0``)::
+
+    from avsr.data.synth import generate, read_manifest
+    manifest = generate("data/synthgrid", num=1000, split="train", seed=0)  # data/synthgrid/train.csv
+    rows = read_manifest(manifest)  # words / phonemes decoded, paths absolute
 """
 
 from avsr.data.synth.pipeline import (  # noqa: F401

@@ -100,9 +100,11 @@ class Espeak:
 
     Example:
         >>> eng = get_engine()
-        >>> wav, events = eng.synth("bin blue", voice="en")
-        >>> wav.dtype, len(wav) > 1000, events[0].kind
-        (dtype('float32'), True, 'word')
+        >>> wav, events = eng.synth_isolated("bin blue", voice="en")
+        >>> wav.dtype, len(wav) > 1000
+        (dtype('float32'), True)
+        >>> [e.phoneme for e in events if e.kind == "phoneme"][:3]
+        ['b', 'I', 'n']
     """
 
     def __init__(self) -> None:
@@ -137,6 +139,7 @@ class Espeak:
         self._libc.srand.argtypes = [ctypes.c_uint]
 
     def _on_audio(self, wav, numsamples: int, events) -> int:
+        """``t_espeak_callback``: collect samples and events; 0 = keep synthesising."""
         if numsamples > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
         i = 0
@@ -172,6 +175,10 @@ class Espeak:
         word_gap: int = 0, seed: int = 0,
     ) -> tuple[np.ndarray, list[Event]]:
         """Synthesise ``text`` (``[[...]]`` segments are read as eSpeak phonemes).
+
+        eSpeak carries some state from one call to the next, so the exact
+        waveform depends on what this engine said before; use
+        :meth:`synth_isolated` for results that depend on the arguments only.
 
         Args:
             text: the utterance.

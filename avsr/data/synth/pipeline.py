@@ -67,7 +67,7 @@ from avsr.utils import atomic_path, save_npz_atomic
 
 __all__ = [
     "FPS", "SAMPLE_RATE", "MANIFEST_COLUMNS", "UtteranceSpec", "Speech", "plan", "synthesize_speech",
-    "make_utterance", "generate", "read_manifest",
+    "make_utterance", "generate", "read_manifest", "write_manifest", "align_events",
 ]
 
 FPS = 25.0
@@ -165,29 +165,23 @@ def align_events(
         ``(words, phonemes)``: lists of ``(label, start, end)``.
     """
     phon_events = [e for e in events if e.kind == "phoneme"]
-    ends = [e.time for e in phon_events[1:]] + [end_time]
+    ends = iter([e.time for e in phon_events[1:]] + [end_time])
+    phonemes: list[tuple[str, float, float]] = []
     owner: list[int] = []
     current = 0
-    phonemes = []
-    it = iter(ends)
     for e in events:
-        if e.kind == "word" and e.text_position > 0:
-            for wi, (a, b) in enumerate(spans):
-                if a <= e.text_position <= b:
-                    current = wi
-                    break
+        if e.kind == "word" and e.text_position > 0:  # eSpeak adds some position-0 word events: skip them
+            current = next((i for i, (a, b) in enumerate(spans) if a <= e.text_position <= b), current)
         elif e.kind == "phoneme":
-            end = next(it)
-            phonemes.append((e.phoneme, e.time, max(end, e.time)))
+            phonemes.append((e.phoneme, e.time, max(next(ends), e.time)))
             owner.append(current)
-    out_words = []
+    out_words: list[tuple[str, float, float]] = []
     for wi, word in enumerate(words):
         mine = [p for p, o in zip(phonemes, owner) if o == wi and not _is_pause(p[0]) and p[2] > p[1]]
         if mine:
             out_words.append((word, mine[0][1], mine[-1][2]))
-        else:  # should not happen; fall back to the word event itself
-            t = next((e.time for e in events if e.kind == "word" and spans[wi][0] <= e.text_position <= spans[wi][1]),
-                     out_words[-1][2] if out_words else 0.0)
+        else:  # no phoneme reported for the word (never seen): an empty interval after the last word
+            t = out_words[-1][2] if out_words else 0.0
             out_words.append((word, t, t))
     return out_words, phonemes
 

@@ -31,8 +31,8 @@ import numpy as np
 from avsr.errors import InputError
 
 __all__ = [
-    "CROP_SIZE", "MouthStyle", "Nuisance", "FacePhoto", "mouth_geometry", "render_crops", "render_face",
-    "apply_nuisance", "frame_index", "face_scale", "to_gray", "load_face", "ASTRONAUT",
+    "CROP_SIZE", "MouthStyle", "Nuisance", "FacePhoto", "mouth_geometry", "draw_mouth", "render_crops", "render_face",
+    "apply_nuisance", "frame_index", "face_scale", "to_gray", "load_face", "ASTRONAUT", "ASTRONAUT_IMAGE",
 ]
 
 #: Side of the mouth crop (pixels).
@@ -262,7 +262,7 @@ def _background(style: MouthStyle, size: int, unit: float, centre: np.ndarray) -
     shade = 1.0 + 0.06 * np.tanh(-v) - 0.05 * u**2 / 4.0
     for sx in (-0.45, 0.45):  # nostrils
         shade -= 0.35 * np.exp(-(((u - sx) / 0.28) ** 2 + ((v + 2.05) / 0.13) ** 2))
-    shade -= 0.1 * np.exp(-((u / 0.12) ** 2 + ((v + 1.3) / 0.5) ** 2)) * 0.5  # philtrum groove
+    shade -= 0.05 * np.exp(-((u / 0.12) ** 2 + ((v + 1.3) / 0.5) ** 2))  # philtrum groove
     shade -= 0.12 * np.exp(-(((v - 1.55) / 0.25) ** 2)) * np.exp(-((u / 1.4) ** 2))  # chin fold
     img = np.asarray(style.skin_color, np.float32)[None, None, :] * shade[:, :, None]
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -372,6 +372,9 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- full face
 
 
+_ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+#: The default face photo: scikit-image's ``astronaut()`` (NASA, public domain), bundled as JPEG.
+ASTRONAUT_IMAGE = os.path.join(_ASSETS, "astronaut.jpg")
 #: Outer lip contour of scikit-image's astronaut (512x512), mediapipe points
 #: 61,185,40,39,37,0,267,269,270,409,291,375,321,405,314,17,84,181,91,146,
 #: measured once with avsr.vision.landmarks (static image mode).
@@ -424,19 +427,20 @@ def _prepare_face(image: np.ndarray, lips: np.ndarray) -> FacePhoto:
 
 @lru_cache(maxsize=4)
 def load_face(path: str | None) -> FacePhoto:
-    """Load a face photo and find its mouth (``None``: scikit-image's astronaut).
+    """Load a face photo and find its mouth (``None``: the bundled astronaut).
 
-    Other photos are searched with mediapipe face mesh (:mod:`avsr.vision.landmarks`).
+    The astronaut's mouth position was measured once (:data:`ASTRONAUT`);
+    other photos are searched with mediapipe face mesh
+    (:mod:`avsr.vision.landmarks`). Results are cached per process.
 
     Raises:
         InputError: unreadable image, or no face found in it.
     """
     if path is None:
-        try:
-            from skimage import data as skdata
-        except ImportError:
-            raise InputError(None, "the default face needs scikit-image; pass --face-image PATH") from None
-        return _prepare_face(np.ascontiguousarray(skdata.astronaut()[:, :, :3]), ASTRONAUT)
+        bgr = cv2.imread(ASTRONAUT_IMAGE, cv2.IMREAD_COLOR)
+        if bgr is None:  # pragma: no cover - broken installation
+            raise InputError(ASTRONAUT_IMAGE, "the bundled face photo is missing; pass --face-image PATH")
+        return _prepare_face(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), ASTRONAUT)
     bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(path, "cannot read this image")
