@@ -9,10 +9,14 @@ Pipeline (plain numpy + OpenCV + mediapipe, no torch):
 4. one affine warp per frame: similarity to a fixed face layout composed
    with a mouth-centred crop (:mod:`avsr.vision.mouth`).
 
-Example:
-    >>> track = extract_mouths_from_file("talk.mp4")  # doctest: +SKIP
-    >>> track.mouths.shape, track.fps  # doctest: +SKIP
-    ((250, 96, 96), 25.0)
+Example (a still photo shown for five frames; ``extract_mouths_from_file``
+does the same straight from a video file):
+    >>> import os, cv2, numpy as np, avsr
+    >>> photo = os.path.join(os.path.dirname(avsr.__file__), "data/synth/assets/astronaut.jpg")
+    >>> face = cv2.cvtColor(cv2.imread(photo), cv2.COLOR_BGR2RGB)
+    >>> track = extract_mouths(np.stack([face] * 5), fps=25.0)
+    >>> track.mouths.shape, track.mouths.dtype.name, bool(track.found.all()), track.fps
+    ((5, 96, 96), 'uint8', True, 25.0)
 """
 
 from __future__ import annotations

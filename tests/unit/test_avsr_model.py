@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,32 +11,10 @@ import torch
 from avsr.errors import InputError
 from avsr.models import AVSRConfig, avsr_base, avsr_tiny, build_model
 from avsr.models.avsr import IGNORE_ID, count_parameters
+from tiny_configs import SMALL_MODEL
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread, and the CPU is shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-SMALL = dict(
-    vocab_size=12,
-    d_model=32,
-    audio_channels=4,
-    video_width=4,
-    video_layers=[1, 1],
-    encoder_layers=2,
-    encoder_heads=2,
-    encoder_ff=64,
-    conv_kernel=5,
-    decoder_layers=1,
-    decoder_heads=2,
-    decoder_ff=64,
-    crop_size=24,
-    dropout=0.0,
-)
+SMALL = SMALL_MODEL
 
 
 def batch(seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,29 +16,10 @@ from avsr.models.encoder import (
     rotary_tables,
 )
 from avsr.models.fusion import AVFusion, ModalityDropout, align_lengths, fused_lengths
+from tiny_configs import SMALL_MODEL
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread, and the CPU is shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-SMALL = dict(
-    vocab_size=10,
-    d_model=32,
-    audio_channels=4,
-    video_width=4,
-    video_layers=[1, 1],
-    encoder_layers=2,
-    encoder_heads=2,
-    encoder_ff=64,
-    conv_kernel=5,
-    crop_size=24,
-    dropout=0.0,
-)
+SMALL = SMALL_MODEL
 
 
 def test_rotary_scores_depend_on_offset_only() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,14 +10,6 @@ import torch
 from avsr.errors import InputError
 from avsr.models.frontends import AudioFrontend, Conv2dSubsampling, ResNetTrunk, VideoFrontend
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread, and the CPU is shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def small_audio() -> AudioFrontend:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,34 +19,10 @@ from avsr.models.pretrain import (
     fit_kmeans,
     masked_prediction_loss,
 )
+from tiny_configs import SMALL_MODEL
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread, and the CPU is shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-SMALL = dict(
-    vocab_size=10,
-    d_model=32,
-    audio_channels=4,
-    video_width=4,
-    video_layers=[1, 1],
-    encoder_layers=2,
-    encoder_heads=2,
-    encoder_ff=64,
-    conv_kernel=5,
-    decoder_layers=1,
-    decoder_heads=2,
-    decoder_ff=64,
-    crop_size=24,
-    dropout=0.0,
-    mask_prob=0.4,
-    mask_span=3,
-)
+SMALL = {**SMALL_MODEL, "mask_prob": 0.4, "mask_span": 3}
 
 
 def test_kmeans_recovers_separated_clusters() -> None:
