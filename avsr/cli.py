@@ -42,8 +42,9 @@ def _lips_args(p: argparse.ArgumentParser) -> None:
 
 @_command("lips", "extract aligned grayscale mouth crops from a video")(_lips_args)
 def _lips_run(args: argparse.Namespace) -> int:
-    from avsr.vision import extract_mouths_from_file, save_mouths
+    from avsr.vision import check_output, extract_mouths_from_file, save_mouths
 
+    check_output(args.output)  # a bad output path fails before the video is processed
     result = extract_mouths_from_file(args.video, fps=args.fps, size=args.size)
     save_mouths(args.output, result)
     n = len(result.found)

@@ -150,6 +150,8 @@ def _open(path: str | os.PathLike) -> av.container.InputContainer:
         raise InputError(p, "no such file")
     if os.path.isdir(p):
         raise InputError(p, "is a directory, not a media file")
+    if not os.path.isfile(p):  # a pipe or device: probing it could block forever
+        raise InputError(p, "not a regular file")
     if os.path.getsize(p) == 0:
         raise InputError(p, "empty file")
     try:

@@ -25,6 +25,7 @@ import argparse
 import csv
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -139,6 +140,9 @@ def is_done(output: str) -> bool:
 
 # ---------------------------------------------------------------------- workers
 _DETECTOR = None
+_IN_POOL = False  # this process is a pool worker (Ctrl-C handled as below)
+_BUSY = False  # a video is being processed
+_STOP = False  # Ctrl-C seen: finish no more videos
 
 
 def _init_worker() -> None:
@@ -147,6 +151,38 @@ def _init_worker() -> None:
     from avsr.vision import LandmarkDetector
 
     _DETECTOR = LandmarkDetector()
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    """Worker SIGINT handler: abort the current video once, then refuse the rest.
+
+    Ctrl-C reaches every process of the terminal's group. The default handler
+    would let each worker go on to the videos already queued to it (each one
+    a full video of waiting) or die with a traceback when idle.
+    """
+    global _STOP
+    first = not _STOP
+    _STOP = True
+    if first and _BUSY:
+        raise KeyboardInterrupt
+
+
+def _init_pool_worker() -> None:
+    """Pool worker setup: the detector, and Ctrl-C handling (see :func:`_on_interrupt`)."""
+    global _IN_POOL
+    _IN_POOL = True
+    signal.signal(signal.SIGINT, _on_interrupt)
+    _init_worker()
+
+
+def _interrupt_workers(pool: object) -> None:
+    """Send SIGINT to a pool's workers (when only the parent was interrupted)."""
+    processes = getattr(pool, "_processes", None) or {}  # pid -> process (CPython's executor)
+    for pid in list(processes):
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError:  # already gone
+            pass
 
 
 def process(job: Job, fps: float = 25.0, size: int = 96) -> Outcome:
@@ -162,16 +198,26 @@ def process(job: Job, fps: float = 25.0, size: int = 96) -> Outcome:
     """
     from avsr.vision import extract_mouths_from_file, save_mouths
 
+    global _BUSY
     if _DETECTOR is None:
         _init_worker()
+    if _STOP:
+        return Outcome(job.video, job.output, False, "interrupted")
     t0 = time.perf_counter()
+    _BUSY = True
     try:
         track = extract_mouths_from_file(job.video, fps=fps, size=size, detector=_DETECTOR)
-        save_mouths(job.output, track)
+        save_mouths(job.output, track)  # atomic: an interruption leaves no partial file
+    except KeyboardInterrupt:
+        if not _IN_POOL:
+            raise
+        return Outcome(job.video, job.output, False, "interrupted")
     except AVSRError as e:
         return Outcome(job.video, job.output, False, e.problem if isinstance(e, InputError) else str(e))
     except Exception as e:  # one bad video must not stop the corpus
         return Outcome(job.video, job.output, False, f"{type(e).__name__}: {e}")
+    finally:
+        _BUSY = False
     return Outcome(job.video, job.output, True, "ok", len(track), int(track.found.sum()), time.perf_counter() - t0)
 
 
@@ -204,17 +250,19 @@ def run_jobs(jobs: Sequence[Job], n_jobs: int, fps: float, size: int, progress: 
         if __name__ != "__main__" and here not in sys.path:
             sys.path.insert(0, here)
         ctx = mp.get_context("spawn")  # never fork a process that may hold native threads
-        with ProcessPoolExecutor(min(n_jobs, len(tasks)), mp_context=ctx, initializer=_init_worker) as pool:
+        pool = ProcessPoolExecutor(min(n_jobs, len(tasks)), mp_context=ctx, initializer=_init_pool_worker)
+        try:
             futures = [pool.submit(_process_star, task) for task in tasks]
-            try:
-                for future in as_completed(futures):
-                    yield future.result()
-                    bar.update()
-            except BrokenProcessPool as e:
-                raise RuntimeError(f"a worker process died ({e})") from None
-            finally:
-                for future in futures:
-                    future.cancel()
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update()
+        except BrokenProcessPool as e:
+            raise RuntimeError(f"a worker process died ({e})") from None
+        except BaseException:  # Ctrl-C, or the caller stopped early: stop the workers' current videos too
+            _interrupt_workers(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
 
@@ -246,8 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the tool; returns the exit code (0 all good, 1 some failed, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
+    from avsr.vision import check_output
+
     try:
         jobs = list_jobs(args.source, args.output_dir, args.ext)
+        check_output(Path(args.failures or Path(args.output_dir) / "failures.csv"))  # fail before any work
     except InputError as e:
         print(f"extract_lips: error: {e}", file=sys.stderr)
         return 2

@@ -14,10 +14,10 @@ Sources (all synthesised, so nothing needs downloading):
     instruments, plus hi-hat noise bursts.
 
 Train and test sources are disjoint: the random streams are seeded from
-different namespaces, babble uses disjoint sets of voices
-(:data:`BABBLE_VOICES`), and music uses disjoint instruments and scales
-(:data:`MUSIC_INSTRUMENTS`, :data:`MUSIC_SCALES`). :func:`noise_sources`
-lists the identifiers of each split's sources.
+different namespaces, babble uses disjoint sets of voices and words
+(:data:`BABBLE_VOICES`, :data:`BABBLE_WORDS`), and music uses disjoint
+instruments and scales (:data:`MUSIC_INSTRUMENTS`, :data:`MUSIC_SCALES`).
+:func:`noise_sources` lists the identifiers of each split's sources.
 
 :func:`mix` scales the noise so that the SNR measured over the
 speech-active samples (:func:`speech_activity`) is exactly the one asked for.
@@ -26,14 +26,15 @@ speech-active samples (:func:`speech_activity`) is exactly the one asked for.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
 from avsr.errors import InputError
 
 __all__ = [
-    "NOISE_TYPES", "NOISE_SPLITS", "BABBLE_VOICES", "MUSIC_INSTRUMENTS", "MUSIC_SCALES", "make_noise",
-    "noise_sources", "speech_activity", "measure_snr", "mix", "NoiseBank",
+    "NOISE_TYPES", "NOISE_SPLITS", "BABBLE_VOICES", "BABBLE_WORDS", "MUSIC_INSTRUMENTS", "MUSIC_SCALES",
+    "make_noise", "noise_sources", "speech_activity", "measure_snr", "mix", "NoiseBank",
 ]
 
 #: Names of the noise types :func:`make_noise` knows.
@@ -57,11 +58,13 @@ MUSIC_SCALES: dict[str, tuple[tuple[int, ...], ...]] = {
     "test": ((0, 2, 3, 5, 7, 8, 10), (0, 3, 5, 7, 10)),
 }
 # words the babble talkers read (their voices pronounce them in their own language)
-_BABBLE_WORDS = (
+_WORD_POOL = (
     "alpha tempo mano casa porta linea sole luna vento mare terra fuoco notte giorno strada parola "
     "musica tavola bello grande piccolo presto lento sempre mai forse oggi domani sera mattina "
     "banana radio piano kilo metro zona nota data idea camera foto moto auto bravo ciao dolce"
 ).split()
+#: Words the babble talkers read, per split (disjoint halves of one pool).
+BABBLE_WORDS: dict[str, tuple[str, ...]] = {"train": tuple(_WORD_POOL[0::2]), "test": tuple(_WORD_POOL[1::2])}
 
 
 def _rng(kind: str, split: str, seed: int) -> np.random.Generator:
@@ -114,13 +117,14 @@ def _babble(rng: np.random.Generator, n: int, sample_rate: int, split: str) -> n
         voice = voices[int(rng.integers(len(voices)))]
         track = np.zeros(0)
         while len(track) < n:
-            text = " ".join(rng.choice(_BABBLE_WORDS, int(rng.integers(8, 16))))
+            text = " ".join(rng.choice(BABBLE_WORDS[split], int(rng.integers(8, 16))))
             wav, _ = engine.synth_isolated(
                 text, voice=voice, rate=int(rng.integers(140, 210)), pitch=int(rng.integers(20, 80)),
                 seed=int(rng.integers(2**31)),
             )
             sr = engine.sample_rate
-            speech = resample_poly(wav.astype(np.float64), sample_rate // 50, sr // 50) if sr != sample_rate else wav
+            g = math.gcd(sample_rate, sr)
+            speech = resample_poly(wav.astype(np.float64), sample_rate // g, sr // g) if sr != sample_rate else wav
             pause = np.zeros(int(rng.uniform(0.0, 0.3) * sample_rate))
             track = np.concatenate([track, speech, pause])
         start = int(rng.integers(0, max(1, len(track) - n)))
@@ -223,12 +227,13 @@ def noise_sources(split: str) -> set[str]:
     """Identifiers of every source a split's noise is made from.
 
     Train and test share none of them: different random-stream namespaces,
-    babble voices, music instruments and scales.
+    babble voices and words, music instruments and scales.
     """
     if split not in NOISE_SPLITS:
         raise InputError(None, f"unknown noise split {split!r} (choose from {', '.join(NOISE_SPLITS)})")
     ids = {f"{kind}:stream:{split}" for kind in NOISE_TYPES}
     ids |= {f"babble:voice:{v}" for v in BABBLE_VOICES[split]}
+    ids |= {f"babble:word:{w}" for w in BABBLE_WORDS[split]}
     ids |= {f"music:instrument:{','.join(map(str, p))}" for p in MUSIC_INSTRUMENTS[split]}
     ids |= {f"music:scale:{','.join(map(str, s))}" for s in MUSIC_SCALES[split]}
     return ids
@@ -285,11 +290,24 @@ def measure_snr(
     return float(10 * np.log10(np.mean(s[mask] ** 2) / np.mean(v[mask] ** 2)))
 
 
+def _signal(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` as a finite 1-D float64 array, or a clear error."""
+    try:
+        a = np.asarray(x, np.float64)
+    except (TypeError, ValueError):
+        raise InputError(None, f"{what} must be a numeric 1-D array") from None
+    if a.ndim != 1 or len(a) == 0:
+        raise InputError(None, f"{what} must be a non-empty 1-D array (mono), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise InputError(None, f"{what} contains NaN or infinite values")
+    return a
+
+
 def _fit_length(noise: np.ndarray, n: int, rng: np.random.Generator | None) -> np.ndarray:
     """Loop or cut ``noise`` to ``n`` samples (random start when ``rng`` is given)."""
     noise = np.asarray(noise, np.float64)
-    if len(noise) == 0:
-        raise InputError(None, "empty noise signal")
+    if noise.ndim != 1 or len(noise) == 0:
+        raise InputError(None, f"noise must be a non-empty 1-D array (mono), got shape {noise.shape}")
     reps = -(-n // len(noise)) + (1 if rng is not None else 0)
     tiled = np.tile(noise, reps)
     start = int(rng.integers(0, len(tiled) - n + 1)) if rng is not None else 0
@@ -325,7 +343,8 @@ def mix(
         ``float32 (N,)`` mixture, or ``(mixture, scaled_noise)``.
 
     Raises:
-        InputError: silent speech, silent noise or a NaN SNR.
+        InputError: silent speech, silent noise, a NaN or ``-inf`` SNR, or
+            speech / noise that is not a finite, non-empty 1-D array.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -334,15 +353,17 @@ def mix(
         >>> round(measure_snr(s, v), 6)
         5.0
     """
-    s = np.asarray(speech, np.float64)
-    if s.ndim != 1 or len(s) == 0:
-        raise InputError(None, f"speech must be a non-empty 1-D array, got shape {s.shape}")
-    if np.isnan(snr_db):
-        raise InputError(None, "SNR is NaN")
-    if np.isinf(snr_db) and snr_db > 0:
+    s = _signal(speech, "speech")
+    try:
+        snr_db = float(snr_db)
+    except (TypeError, ValueError):
+        raise InputError(None, f"the SNR must be a number of dB, got {snr_db!r}") from None
+    if np.isnan(snr_db) or snr_db == -np.inf:
+        raise InputError(None, f"the SNR must be a number of dB or +inf, got {snr_db}")
+    if snr_db == np.inf:
         out = s.astype(np.float32)
         return (out, np.zeros_like(out)) if return_noise else out
-    v = _fit_length(noise, len(s), rng)
+    v = _fit_length(_signal(noise, "noise"), len(s), rng)
     active = speech_activity(s, sample_rate)
     p_s = float(np.mean(s[active] ** 2))
     p_v = float(np.mean(v[active] ** 2))

@@ -25,7 +25,11 @@ can overtake it and the utterance stops.
 The model is anything with ``decoder(tokens, memory, memory_lengths) ->
 logits`` (and ``ctc_log_probs(enc)``, ``sos_id``, ``eos_id``), e.g.
 :class:`avsr.models.avsr.AVSRModel`, or a bare decoder callable plus explicit
-``ctc_log_probs``/``sos_id``/``eos_id``.
+``ctc_log_probs``/``sos_id``/``eos_id``. When the decoder also has the
+incremental API of :class:`avsr.models.decoder.TransformerDecoder`
+(``precompute_memory``, ``step``, ``select``; see :class:`IncrementalDecoder`),
+the search feeds it one token per hypothesis and step, reusing cached
+attention keys/values, instead of re-running every prefix.
 """
 
 from __future__ import annotations
@@ -63,6 +67,32 @@ class DecoderModel(Protocol):
     def ctc_log_probs(self, enc: Tensor) -> Tensor: ...
 
 
+class IncrementalDecoder(Protocol):
+    """Optional decoder API for cached, one-token-per-step decoding.
+
+    ``step`` over ``sos, y1, ..., yL`` must give the logits that the full
+    ``decoder(tokens, memory, memory_lengths)`` gives at the matching positions.
+    """
+
+    def precompute_memory(self, memory: Tensor, memory_lengths: Tensor) -> Any:
+        """``memory (N, T, D)``, ``memory_lengths (N,)`` -> a cache with no tokens fed."""
+        ...
+
+    def step(self, tokens: Tensor, cache: Any) -> tuple[Tensor, Any]:
+        """``tokens (N,)`` (the newest token per row), cache -> ``(logits (N, V), new cache)``."""
+        ...
+
+    def select(self, cache: Any, index: Tensor) -> Any:
+        """Keep rows ``index (M,)`` of a cache."""
+        ...
+
+
+def incremental_decoder(decoder: object) -> IncrementalDecoder | None:
+    """``decoder`` itself when it has ``precompute_memory``, ``step`` and ``select``, else ``None``."""
+    names = ("precompute_memory", "step", "select")
+    return decoder if all(callable(getattr(decoder, n, None)) for n in names) else None  # type: ignore[return-value]
+
+
 @dataclass
 class Hypothesis:
     """One finished decoding result.
@@ -88,6 +118,7 @@ class _Resolved:
     ctc_log_probs: Tensor | None
     sos_id: int
     eos_id: int
+    incremental: IncrementalDecoder | None = None  # set when the search uses the cached decoder API
 
 
 def _resolve(
@@ -137,6 +168,7 @@ def greedy_attention(
     blank_id: int = 0,
     max_len_ratio: float = 1.0,
     max_len: int | None = None,
+    use_cache: bool = True,
 ) -> list[list[int]]:
     """Greedy attention decoding (argmax each step, blank excluded), batched.
 
@@ -148,6 +180,8 @@ def greedy_attention(
         blank_id: never emitted.
         max_len_ratio: longest output as a fraction of the frames.
         max_len: absolute longest output (overrides ``max_len_ratio``).
+        use_cache: use the decoder's incremental API (:class:`IncrementalDecoder`)
+            when it has one.
 
     Returns:
         Token ids per utterance (no sos/eos).
@@ -159,13 +193,23 @@ def greedy_attention(
     tokens = torch.full((B, 1), res.sos_id, dtype=torch.long, device=device)
     running = torch.ones(B, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in range(B)]
+    inc = incremental_decoder(res.decoder) if use_cache else None
+    cache = inc.precompute_memory(enc, enc_lengths) if inc is not None else None
+    cache_rows = torch.arange(B, device=device)  # utterance of each cache row
     step = 0
     while True:
         running &= limit > step
         if not running.any():
             return out
         idx = running.nonzero().squeeze(1)
-        logits = res.decoder(tokens[idx], enc[idx], enc_lengths[idx])[:, -1].float()
+        if inc is not None:
+            if idx.numel() != cache_rows.numel():  # drop finished rows (both sorted, idx a subset)
+                cache = inc.select(cache, torch.searchsorted(cache_rows, idx))
+                cache_rows = idx
+            logits, cache = inc.step(tokens[idx, -1], cache)
+            logits = logits.float()
+        else:
+            logits = res.decoder(tokens[idx], enc[idx], enc_lengths[idx])[:, -1].float()
         logits[:, blank_id] = NEG_INF
         best = logits.argmax(-1)
         new_col = torch.full((B, 1), res.eos_id, dtype=torch.long, device=device)
@@ -207,6 +251,7 @@ class _Beam:
     ctc: CTCPrefixState | None
     lm_state: Any
     ended: list[list[Hypothesis]] = field(default_factory=list)
+    dec_cache: Any = None  # incremental decoder state, one row per hypothesis (or None)
 
     @property
     def length(self) -> int:
@@ -244,6 +289,7 @@ def joint_beam_search(
     pre_beam: int | None = None,
     nbest: int | None = None,
     end_margin: float | None = None,
+    use_cache: bool = True,
 ) -> list[list[Hypothesis]]:
     """Joint CTC/attention beam search with optional LM shallow fusion.
 
@@ -277,6 +323,10 @@ def joint_beam_search(
             hypothesis can still win (exact). A number caps the length bonus a
             running hypothesis is assumed still able to earn: a faster,
             heuristic stop that matters only with ``length_bonus > 0``.
+        use_cache: feed the decoder one token per step with cached keys/values
+            when it has the incremental API (:class:`IncrementalDecoder`);
+            ``False`` re-runs the whole prefix every step (same results up to
+            float rounding).
 
     Returns:
         Per utterance, the best finished hypotheses, best first.
@@ -297,6 +347,8 @@ def joint_beam_search(
     limit = _max_lengths(enc_lengths, max_len_ratio, max_len, use_ctc).to(device)
     scorer = CTCPrefixScorer(res.ctc_log_probs, enc_lengths, blank=blank_id) if use_ctc else None
     V = res.ctc_log_probs.shape[-1] if use_ctc else None
+    if use_cache and ctc_weight < 1:
+        res.incremental = incremental_decoder(res.decoder)
 
     utt = torch.arange(B, device=device)
     beam = _Beam(
@@ -309,6 +361,7 @@ def joint_beam_search(
         ctc=scorer.initial_state(utt) if scorer is not None else None,
         lm_state=lm.init_state(B) if use_lm else None,
         ended=[[] for _ in range(B)],
+        dec_cache=res.incremental.precompute_memory(enc, enc_lengths) if res.incremental is not None else None,
     )
     settings = _Settings(
         w_att=1.0 - ctc_weight, w_ctc=ctc_weight, w_lm=lm_weight, bonus=length_bonus, beam_size=beam_size,
@@ -335,7 +388,7 @@ def _step(
     V: int | None,
 ) -> _Beam:
     """Extend every running hypothesis by one token and prune to the beam."""
-    att_lp, lm_lp, lm_state = _next_token_scores(beam, res, enc, enc_lengths, lm, cfg)
+    att_lp, dec_cache, lm_lp, lm_state = _next_token_scores(beam, res, enc, enc_lengths, lm, cfg)
     V = next(t.shape[-1] for t in (att_lp, lm_lp) if t is not None) if V is None else V
     full = scorer is None or (att_lp is None and lm is None)  # nothing to pre-select with, or no need
     cand = _candidates(beam, att_lp, lm_lp, res.eos_id, V, cfg, full=full)
@@ -365,28 +418,33 @@ def _step(
         ctc=scorer.extend(beam.ctc, row, tok) if scorer is not None else None,
         lm_state=lm.select_state(lm_state, row) if lm is not None else None,
         ended=beam.ended,
+        dec_cache=res.incremental.select(dec_cache, row) if res.incremental is not None else None,
     )
 
 
 def _next_token_scores(
     beam: _Beam, res: _Resolved, enc: Tensor, enc_lengths: Tensor, lm: "TokenLM | None", cfg: _Settings
-) -> tuple[Tensor | None, Tensor | None, Any]:
+) -> tuple[Tensor | None, Any, Tensor | None, Any]:
     """Attention and LM log-probabilities of the next token, ``(R, V)`` each (or ``None``).
 
     Returns:
-        ``(att_lp, lm_lp, new_lm_state)``.
+        ``(att_lp, new_decoder_cache, lm_lp, new_lm_state)``; the cache is
+        ``None`` unless the incremental decoder API is in use.
     """
     R, device = beam.utt.numel(), enc.device
-    att_lp = None
-    if cfg.w_att > 0:
+    last = beam.tokens[:, -1] if beam.length > 0 else torch.full((R,), res.sos_id, dtype=torch.long, device=device)
+    att_lp, dec_cache = None, None
+    if res.incremental is not None:
+        logits, dec_cache = res.incremental.step(last, beam.dec_cache)
+        att_lp = logits.float().log_softmax(-1)
+    elif cfg.w_att > 0:
         sos = torch.full((R, 1), res.sos_id, dtype=torch.long, device=device)
         logits = res.decoder(torch.cat([sos, beam.tokens], 1), enc[beam.utt], enc_lengths[beam.utt])[:, -1]
         att_lp = logits.float().log_softmax(-1)
     lm_lp, lm_state = None, None
     if lm is not None:
-        last = beam.tokens[:, -1] if beam.length > 0 else torch.full((R,), res.sos_id, device=device)
         lm_lp, lm_state = lm.score(last, beam.lm_state)
-    return att_lp, lm_lp, lm_state
+    return att_lp, dec_cache, lm_lp, lm_state
 
 
 def _candidates(

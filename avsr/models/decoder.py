@@ -4,11 +4,21 @@ The decoder is a pre-LayerNorm transformer: token embedding scaled by
 ``sqrt(d_model)`` plus sinusoidal positions (no length limit), then blocks
 of causal self-attention, cross-attention to the encoder output (with its
 key padding mask) and a feed-forward layer.
+
+Besides the full-prefix ``forward`` (training, rescoring), the decoder has an
+incremental API for search: :meth:`TransformerDecoder.precompute_memory`
+projects the encoder output to cross-attention keys/values once,
+:meth:`TransformerDecoder.step` feeds one token per hypothesis and appends its
+self-attention keys/values to a per-layer cache, and
+:meth:`TransformerDecoder.select` reorders (or repeats) the cached rows when
+the beam is pruned. A step costs ``O(L)`` instead of re-running the ``L``-token
+prefix; its logits equal ``forward``'s last position up to float rounding.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +26,7 @@ from torch import Tensor, nn
 from avsr.audio.features import lengths_to_mask
 from avsr.models.encoder import FeedForward, MultiHeadAttention
 
-__all__ = ["sinusoidal_positions", "DecoderLayer", "TransformerDecoder", "CTCHead"]
+__all__ = ["sinusoidal_positions", "DecoderCache", "DecoderLayer", "TransformerDecoder", "CTCHead"]
 
 
 def sinusoidal_positions(steps: int, dim: int, device: torch.device | None = None) -> Tensor:
@@ -36,6 +46,50 @@ def sinusoidal_positions(steps: int, dim: int, device: torch.device | None = Non
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq)
     return table
+
+
+@dataclass(frozen=True)
+class DecoderCache:
+    """State of incremental decoding for ``N`` hypotheses (rows).
+
+    Built by :meth:`TransformerDecoder.precompute_memory`, advanced by
+    :meth:`TransformerDecoder.step`, reordered by :meth:`TransformerDecoder.select`.
+    Steps return new caches (no tensor is modified in place), so an old cache
+    stays valid.
+
+    Attributes:
+        memory_keys: per layer, ``(N, H, T, D / H)`` cross-attention keys.
+        memory_values: per layer, ``(N, H, T, D / H)`` cross-attention values.
+        memory_allowed: ``(N, 1, 1, T)`` bool, True on valid encoder steps.
+        self_keys: per layer, ``(N, H, L, D / H)`` self-attention keys of the
+            ``L`` tokens fed so far.
+        self_values: per layer, ``(N, H, L, D / H)`` self-attention values.
+        length: ``L``, tokens fed so far (the next token's position).
+    """
+
+    memory_keys: tuple[Tensor, ...]
+    memory_values: tuple[Tensor, ...]
+    memory_allowed: Tensor
+    self_keys: tuple[Tensor, ...]
+    self_values: tuple[Tensor, ...]
+    length: int
+
+    @property
+    def rows(self) -> int:
+        """Number of hypotheses ``N``."""
+        return self.memory_allowed.shape[0]
+
+
+def _split_heads(x: Tensor, n_heads: int) -> Tensor:
+    """(N, L, D) -> (N, H, L, D / H)."""
+    n, length, d = x.shape
+    return x.view(n, length, n_heads, d // n_heads).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """(N, H, L, D / H) -> (N, L, D)."""
+    n, h, length, dh = x.shape
+    return x.transpose(1, 2).reshape(n, length, h * dh)
 
 
 class DecoderLayer(nn.Module):
@@ -72,6 +126,56 @@ class DecoderLayer(nn.Module):
         x = x + self.dropout(self.self_attn(h, h, causal=True))
         x = x + self.dropout(self.cross_attn(self.cross_norm(x), memory, key_padding_mask=memory_padding))
         return x + self.ffn(x)
+
+    def memory_key_values(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys and values of the encoder output.
+
+        Args:
+            memory: (N, T, D) encoder output.
+
+        Returns:
+            keys, values: (N, H, T, D / H) each.
+        """
+        heads = self.cross_attn.n_heads
+        k, v = self.cross_attn.kv(memory).chunk(2, dim=-1)
+        return _split_heads(k, heads), _split_heads(v, heads)
+
+    def step(
+        self,
+        x: Tensor,
+        self_kv: tuple[Tensor, Tensor],
+        memory_kv: tuple[Tensor, Tensor],
+        memory_allowed: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Decode the newest token of every row, attending to the cached ones.
+
+        Args:
+            x: (N, 1, D) state of the newest token.
+            self_kv: (N, H, L, D / H) keys and values of the earlier tokens.
+            memory_kv: (N, H, T, D / H) cross-attention keys and values.
+            memory_allowed: (N, 1, 1, T) bool, True on valid encoder steps.
+
+        Returns:
+            y: (N, 1, D) output state.
+            keys, values: (N, H, L + 1, D / H), the self-attention cache with
+            the newest token appended.
+        """
+        sa, ca = self.self_attn, self.cross_attn
+        h = self.self_norm(x)
+        q = _split_heads(sa.q(h), sa.n_heads)
+        k_new, v_new = (_split_heads(t, sa.n_heads) for t in sa.kv(h).chunk(2, dim=-1))
+        keys = torch.cat([self_kv[0], k_new], dim=2)
+        values = torch.cat([self_kv[1], v_new], dim=2)
+        p = sa.dropout if self.training else 0.0
+        y = nn.functional.scaled_dot_product_attention(q, keys, values, dropout_p=p)
+        x = x + self.dropout(sa.out(_merge_heads(y)))
+        q = _split_heads(ca.q(self.cross_norm(x)), ca.n_heads)
+        p = ca.dropout if self.training else 0.0
+        y = nn.functional.scaled_dot_product_attention(
+            q, memory_kv[0], memory_kv[1], attn_mask=memory_allowed, dropout_p=p
+        )
+        x = x + self.dropout(ca.out(_merge_heads(y)))
+        return x + self.ffn(x), keys, values
 
 
 class TransformerDecoder(nn.Module):
@@ -127,6 +231,90 @@ class TransformerDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, memory, padding)
         return self.out(self.norm(x))
+
+    def precompute_memory(self, memory: Tensor, memory_lengths: Tensor) -> DecoderCache:
+        """Start incremental decoding: cross-attention keys/values computed once.
+
+        Args:
+            memory: (N, T, D) encoder output, one row per hypothesis (rows may
+                repeat an utterance; :meth:`select` can also repeat them later).
+            memory_lengths: (N,) valid encoder steps.
+
+        Returns:
+            a cache with no tokens fed yet; feed sos first with :meth:`step`.
+        """
+        allowed = lengths_to_mask(memory_lengths.to(memory.device), memory.size(1))
+        keys, values = zip(*(layer.memory_key_values(memory) for layer in self.layers))
+        empty = memory.new_zeros(memory.size(0), 0, memory.size(2))
+        no_tokens = tuple(
+            _split_heads(empty, layer.self_attn.n_heads) for layer in self.layers
+        )
+        return DecoderCache(
+            memory_keys=tuple(keys),
+            memory_values=tuple(values),
+            memory_allowed=allowed.view(memory.size(0), 1, 1, -1),
+            self_keys=no_tokens,
+            self_values=no_tokens,
+            length=0,
+        )
+
+    def step(self, tokens: Tensor, cache: DecoderCache) -> tuple[Tensor, DecoderCache]:
+        """Feed one token per row and get the next-token logits.
+
+        ``step`` over ``sos, y1, ..., yL`` gives, at each call, the logits that
+        :meth:`forward` gives at the matching position of ``[sos, y1, ..., yL]``.
+
+        Args:
+            tokens: (N,) long, the newest token of every row (sos first).
+            cache: state from :meth:`precompute_memory` or an earlier step.
+
+        Returns:
+            logits: (N, V) for the token after ``tokens``.
+            cache: the new state (``cache`` itself is left unchanged).
+        """
+        position = sinusoidal_positions(cache.length + 1, self.d_model, tokens.device)[cache.length]
+        x = self.embed(tokens.view(-1, 1)) * math.sqrt(self.d_model)
+        x = self.dropout(x + position.to(x.dtype))
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer.step(
+                x,
+                (cache.self_keys[i], cache.self_values[i]),
+                (cache.memory_keys[i], cache.memory_values[i]),
+                cache.memory_allowed,
+            )
+            keys.append(k)
+            values.append(v)
+        logits = self.out(self.norm(x))[:, 0]
+        new = DecoderCache(
+            cache.memory_keys, cache.memory_values, cache.memory_allowed, tuple(keys), tuple(values), cache.length + 1
+        )
+        return logits, new
+
+    @staticmethod
+    def select(cache: DecoderCache, index: Tensor) -> DecoderCache:
+        """Keep (reorder, repeat) rows of a cache, e.g. the survivors of a beam.
+
+        Args:
+            cache: state of ``N`` rows.
+            index: (M,) long row numbers in ``[0, N)``.
+
+        Returns:
+            the state of the ``M`` selected rows.
+        """
+        index = index.to(cache.memory_allowed.device)
+
+        def pick(ts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            return tuple(t.index_select(0, index) for t in ts)
+
+        return DecoderCache(
+            pick(cache.memory_keys),
+            pick(cache.memory_values),
+            cache.memory_allowed.index_select(0, index),
+            pick(cache.self_keys),
+            pick(cache.self_values),
+            cache.length,
+        )
 
 
 class CTCHead(nn.Module):

@@ -21,7 +21,9 @@ does the same straight from a video file):
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from typing import Iterable
@@ -39,6 +41,7 @@ __all__ = [
     "extract_mouths_from_file",
     "save_mouths",
     "load_mouths",
+    "check_output",
     "LandmarkDetector",
     "detect_landmarks",
     "fill_gaps",
@@ -198,21 +201,72 @@ def extract_mouths_from_file(
     return track
 
 
+def _os_problem(err: OSError) -> str:
+    """A few words for an ``OSError`` (``"permission denied"``), without temporary file names."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if err.errno == errno.EROFS:
+        return "read-only file system"
+    if err.errno == errno.ENOSPC:
+        return "no space left on device"
+    return (err.strerror or type(err).__name__).lower()
+
+
+def check_output(path: str | os.PathLike) -> None:
+    """Fail early, before any work, if a file cannot be written at ``path``.
+
+    Nothing is created: the nearest existing folder on the way to ``path``
+    must accept a new file (checked by creating and removing a temporary one);
+    the missing folders in between are created later by :func:`save_mouths`.
+
+    Args:
+        path: the intended output file.
+
+    Raises:
+        InputError: ``path`` is a folder, a parent is a file, or the folder
+            does not accept new files (permissions, read-only file system).
+    """
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        raise InputError(p, "output is a folder; give a file name such as out.npz")
+    parent = os.path.dirname(os.path.abspath(p))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(p, f"cannot create the output folder: {parent} is a file")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".avsr-probe-", dir=parent)
+    except OSError as e:
+        raise InputError(p, f"cannot write into {parent} ({_os_problem(e)})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def save_mouths(path: str | os.PathLike, track: MouthTrack) -> None:
     """Write a track to ``.npz`` atomically (arrays ``mouths``, ``found``, ``fps``).
+
+    An interruption (Ctrl-C, a crash, a full disk) leaves either the old file
+    or none, never a half-written one.
 
     Args:
         path: output file (parent folders are created).
         track: what to save; landmarks and transforms are not stored.
+
+    Raises:
+        InputError: the file or its folders cannot be written.
     """
     from avsr.utils import save_npz_atomic
 
-    save_npz_atomic(
-        path,
-        mouths=np.asarray(track.mouths, dtype=np.uint8),
-        found=np.asarray(track.found, dtype=bool),
-        fps=np.float64(track.fps),
-    )
+    check_output(path)
+    try:
+        save_npz_atomic(
+            path,
+            mouths=np.asarray(track.mouths, dtype=np.uint8),
+            found=np.asarray(track.found, dtype=bool),
+            fps=np.float64(track.fps),
+        )
+    except OSError as e:
+        raise InputError(path, f"cannot write ({_os_problem(e)})") from None
 
 
 def load_mouths(path: str | os.PathLike) -> MouthTrack:

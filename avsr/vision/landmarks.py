@@ -4,9 +4,12 @@ Two mediapipe models work together (both ship inside the ``mediapipe`` wheel,
 nothing is downloaded):
 
 * **search**: the full-range BlazeFace detector finds every face in the frame
-  (on overlapping tiles too, now and then, when the frame is large and the
-  faces small). The face to follow is the one nearest to the previous pick,
-  else the largest and most central one.
+  (on overlapping tiles too, now and then, while no face is found: the
+  detector sees the frame at 192 x 192 pixels, so a face narrower than about
+  a twentieth of the frame's longer side, e.g. a 30-pixel face in a 640 x 480
+  video, is only found in a tile; tiles magnify at least twice). The face to
+  follow is the one nearest to the previous pick, else the largest and most
+  central one.
 * **track**: FaceMesh in tracking mode, limited to one face, runs on a window
   twice the size of the followed face around its last position. Tracking one
   face lets mediapipe skip face detection between frames (with a limit of
@@ -125,7 +128,7 @@ class LandmarkDetector:
             lost (and the next frame is searched).
         static_image_mode: search every frame, never track (for unrelated
             still images).
-        tile_every: while no face is found in a large frame, search it in
+        tile_every: while no face is found, also search the frame in
             overlapping tiles on every ``tile_every``-th frame (small faces).
 
     Call it with an RGB ``uint8`` frame ``(H, W, 3)``; it returns ``(468, 2)``
@@ -135,10 +138,11 @@ class LandmarkDetector:
     carries tracking state from frame to frame.
     """
 
-    #: Frames whose longer side exceeds this are also searched in tiles.
-    TILE_ABOVE = 960
-    #: Side of a search tile (pixels); tiles overlap by a quarter.
+    #: Largest side of a search tile (pixels); tiles overlap by a quarter.
     TILE = 640
+    #: Smallest side of a search tile: the detector's input size (smaller
+    #: tiles would only be upscaled, which finds nothing more).
+    MIN_TILE = 192
 
     def __init__(
         self,
@@ -166,6 +170,7 @@ class LandmarkDetector:
         self._graphs: dict[str, Any] = {}
         self._previous: np.ndarray | None = None  # centre x, y and size of the followed face
         self._window = 0  # side of the tracking window (pixels)
+        self._has_roi = False  # the mesh graph holds a region of interest from the last frame
         self._misses = 0  # searches in a row without a face
         self._closed = False
 
@@ -209,9 +214,16 @@ class LandmarkDetector:
             return graph.process(image)
 
     def _forget_track(self) -> None:
-        """Make the tracking graph drop its region of interest (one blank frame)."""
-        if "mesh" in self._graphs:
+        """Make the tracking graph drop its region of interest (one blank frame).
+
+        The graph keeps the face's region from the previous frame in
+        coordinates *relative to the window*; once the window is resized that
+        region is wrong (the face fills more or less of it) and the next
+        landmarks would be off by a good part of the mouth width.
+        """
+        if self._has_roi and "mesh" in self._graphs:
             self._process("mesh", np.zeros((64, 64, 3), np.uint8))
+        self._has_roi = False
 
     def _detect_faces(self, image: np.ndarray, x0: int = 0, y0: int = 0) -> np.ndarray:
         """Face boxes in ``image`` as rows ``(centre x, centre y, size, score)`` in frame pixels."""
@@ -224,10 +236,21 @@ class LandmarkDetector:
             rows.append((x0 + box.xmin * width + w / 2, y0 + box.ymin * height + h / 2, max(w, h), det.score[0]))
         return np.array(rows, np.float64).reshape(-1, 4)
 
+    def _tile_side(self, height: int, width: int) -> int:
+        """Side of the search tiles for a frame, or 0 when tiling it would not help.
+
+        Half the longer side (so a tile magnifies the frame at least twice for
+        the detector), at most :attr:`TILE` and at least :attr:`MIN_TILE`.
+        """
+        side = min(self.TILE, max(self.MIN_TILE, max(height, width) // 2), height, width)
+        return side if side >= self.MIN_TILE and side < max(height, width) else 0
+
     def _detect_in_tiles(self, frame: np.ndarray) -> np.ndarray:
-        """Face boxes found in overlapping tiles of a large frame (duplicates merged)."""
+        """Face boxes found in overlapping tiles of the frame (duplicates merged)."""
         height, width = frame.shape[:2]
-        side = min(self.TILE, height, width)
+        side = self._tile_side(height, width)
+        if not side:
+            return np.zeros((0, 4))
         step = max(1, (3 * side) // 4)
         xs = sorted({*range(0, max(1, width - side + 1), step), width - side})
         ys = sorted({*range(0, max(1, height - side + 1), step), height - side})
@@ -262,7 +285,7 @@ class LandmarkDetector:
         """Find the faces in the whole frame, choose one and get its landmarks."""
         boxes = self._detect_faces(frame)
         height, width = frame.shape[:2]
-        if not len(boxes) and max(height, width) > self.TILE_ABOVE and self._misses % self.tile_every == 0:
+        if not len(boxes) and self._misses % self.tile_every == 0:
             boxes = self._detect_in_tiles(frame)
         if not len(boxes):
             self._misses += 1
@@ -290,13 +313,15 @@ class LandmarkDetector:
         side = self._window
         if not 0.75 * side <= 2.0 * size <= 1.33 * side:
             side = self._window = int(np.ceil(2.0 * size / 16.0)) * 16
+            self._forget_track()  # detect afresh in the resized window
         w, h = min(side, width), min(side, height)
         if w < 16 or h < 16:
             return None
         x0 = int(np.clip(round(cx - w / 2), 0, width - w))
         y0 = int(np.clip(round(cy - h / 2), 0, height - h))
         result = self._process("mesh", np.ascontiguousarray(frame[y0 : y0 + h, x0 : x0 + w]))
-        if not result.multi_face_landmarks:
+        self._has_roi = bool(result.multi_face_landmarks)
+        if not self._has_roi:
             return None
         points = _landmarks_to_array(result.multi_face_landmarks[0])[:NUM_LANDMARKS]  # no iris points
         points *= np.array([w, h], np.float32)

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import os
 import pickle
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,21 +231,29 @@ class Espeak:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: synthesise, send, exit without cleanup handlers
-            code = 0
+            # Whatever happens here (Ctrl-C, a closed pipe), the child must end in os._exit:
+            # an exception escaping it would run the rest of the parent's program a second time.
+            code = 1
             try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
                 os.close(read_fd)
-                payload = pickle.dumps(("ok", self.synth(text, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
-            except InputError as e:
-                payload, code = pickle.dumps(("input", (e.path, e.problem))), 1
-            except BaseException as e:  # noqa: BLE001 - forwarded to the parent
-                payload, code = pickle.dumps(("other", f"{type(e).__name__}: {e}")), 1
-            with os.fdopen(write_fd, "wb") as f:
-                f.write(payload)
-            os._exit(code)
+                try:
+                    payload = pickle.dumps(("ok", self.synth(text, **kwargs)), protocol=pickle.HIGHEST_PROTOCOL)
+                    code = 0
+                except InputError as e:
+                    payload = pickle.dumps(("input", (e.path, e.problem)))
+                except BaseException as e:  # noqa: BLE001 - forwarded to the parent
+                    payload = pickle.dumps(("other", f"{type(e).__name__}: {e}"))
+                with os.fdopen(write_fd, "wb") as f:
+                    f.write(payload)
+            finally:
+                os._exit(code)
         os.close(write_fd)
-        with os.fdopen(read_fd, "rb") as f:
-            payload = f.read()
-        _, status = os.waitpid(pid, 0)
+        try:
+            with os.fdopen(read_fd, "rb") as f:
+                payload = f.read()
+        finally:  # reap the child even when interrupted (it ends by itself: it ignores Ctrl-C)
+            _, status = os.waitpid(pid, 0)
         if not payload:
             raise RuntimeError(f"espeak child process died (status {status}) on {text!r}")
         kind, result = pickle.loads(payload)

@@ -34,12 +34,15 @@ order in which jobs finish.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
+import signal
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -232,6 +235,60 @@ def _relative(path: Path, root: Path) -> str:
     return os.path.relpath(path, root).replace(os.sep, "/")
 
 
+def _face_id(face: str | None | bool) -> str | None:
+    """What identifies the face form: ``None`` (crops only), ``"astronaut"``, or the photo's content digest."""
+    if face is False:
+        return None
+    if face is None:
+        return "astronaut"
+    return f"sha1:{_file_digest(os.path.abspath(os.fspath(face)))}"
+
+
+@lru_cache(maxsize=8)
+def _file_digest(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _job_key(spec: UtteranceSpec, face: str | None | bool) -> str:
+    """A fingerprint of everything a job's output depends on (to tell a finished job from a stale one)."""
+    parts = [spec.id, spec.seed, spec.speaker.id, spec.sentence.text, _face_id(face)]
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _finished_row(row_path: Path, root: Path, key: str) -> dict | None:
+    """The row of a finished job with fingerprint ``key``, or ``None`` if it must be (re)made.
+
+    A row counts as finished only if it was made for the same job (same
+    fingerprint: a rerun with other voices or another face photo redoes it)
+    and all the files it names exist.
+    """
+    if not row_path.exists():
+        return None
+    try:
+        row = json.loads(row_path.read_text())
+    except (OSError, ValueError):
+        return None  # a broken record: make it again
+    if not isinstance(row, dict) or row.get("key") != key:
+        return None
+    if not all(isinstance(row.get(k), str) and (root / row[k]).is_file() for k in ("audio", "mouths", "video")):
+        return None
+    return row
+
+
+def _remove_stale_temporaries(folder: Path, utt_id: str) -> None:
+    """Delete temporary files an interrupted earlier attempt at ``utt_id`` left behind."""
+    if folder.is_dir():
+        for tmp in folder.glob(f".{utt_id}.*"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
 def make_utterance(spec: UtteranceSpec, out_dir: str | os.PathLike, face: str | None | bool = False) -> dict:
     """Make one utterance's files and return its manifest row.
 
@@ -243,7 +300,9 @@ def make_utterance(spec: UtteranceSpec, out_dir: str | os.PathLike, face: str | 
 
     Returns:
         The manifest row (also written to ``<id>.json``). If that JSON already
-        exists for the same form, nothing is redone and it is returned.
+        exists for the same job (speaker, sentence, seed, form and face photo)
+        and its media files are all there, nothing is redone and it is returned;
+        otherwise the utterance is made (again), overwriting what is there.
     """
     from avsr.io import write_av
 
@@ -251,13 +310,11 @@ def make_utterance(spec: UtteranceSpec, out_dir: str | os.PathLike, face: str | 
     folder = root / spec.split
     form = "crop" if face is False else "face"
     row_path = folder / f"{spec.id}.json"
-    if row_path.exists():
-        try:
-            row = json.loads(row_path.read_text())
-            if row.get("form") == form:
-                return row
-        except (OSError, ValueError):
-            pass  # a broken record: make it again
+    key = _job_key(spec, face)
+    done = _finished_row(row_path, root, key)
+    if done is not None:
+        return done
+    _remove_stale_temporaries(folder, spec.id)
     rng = np.random.default_rng(spec.seed)
     speech = synthesize_speech(spec, rng)
     style = MouthStyle.from_seed(stable_seed("style", spec.speaker.id))
@@ -286,7 +343,7 @@ def make_utterance(spec: UtteranceSpec, out_dir: str | os.PathLike, face: str | 
         "words": [[w, round(s, 4), round(e, 4)] for w, s, e in speech.words],
         "phonemes": [[p, round(s, 4), round(e, 4)] for p, s, e in speech.phonemes if not _is_pause(p)],
         "num_frames": speech.num_frames, "fps": FPS, "sample_rate": SAMPLE_RATE,
-        "voice": spec.speaker.espeak_voice, "av_offset": nuisance.offset, "form": form,
+        "voice": spec.speaker.espeak_voice, "av_offset": nuisance.offset, "form": form, "key": key,
     }
     with atomic_path(row_path) as tmp:
         tmp.write_text(json.dumps(row))
@@ -372,7 +429,7 @@ def generate(
         num: number of utterances (``>= 1``).
         split: ``"train"``, ``"valid"`` or ``"test"`` (disjoint speakers).
         seed: run seed; the same seed gives the same data.
-        processes: worker processes (default: CPU count, at most 8).
+        processes: worker processes (``None`` or 0: CPU count, at most 8).
         full_face: also composite the mouth onto a face photo; the ``video``
             column then points at the full-face mp4.
         face_image: face photo to use (implies ``full_face``); default: the
@@ -390,8 +447,10 @@ def generate(
         raise InputError(None, f"the number of utterances must be a positive integer, got {num!r}")
     if split not in SPLITS:
         raise InputError(None, f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-    out = Path(out_dir)
-    _check_writable(out)
+    if processes is not None and (isinstance(processes, bool) or int(processes) < 0):
+        raise InputError(None, f"the number of processes must be >= 0 (0: one per CPU), got {processes!r}")
+    # check every argument before anything is written
+    specs = plan(split, int(num), int(seed), voices)
     face: str | None | bool = False
     if face_image is not None:
         face = os.fspath(face_image)
@@ -401,7 +460,9 @@ def generate(
         face = None
     if face is not False:
         load_face(face)  # find the mouth once, before forking: workers inherit it
-    specs = plan(split, int(num), int(seed), voices)
+        _face_id(face)
+    out = Path(out_dir)
+    _check_writable(out)
     jobs = [(s, os.fspath(out), face) for s in specs]
     n_proc = max(1, min(processes or min(os.cpu_count() or 1, 8), len(jobs)))
     rows = _run_jobs(jobs, n_proc, progress, f"synth {split}")
@@ -423,10 +484,16 @@ def _run_jobs(jobs: list, n_proc: int, progress: bool, desc: str) -> list[dict]:
                 bar.update()
         else:
             method = "fork" if "fork" in mp.get_all_start_methods() else None
-            with mp.get_context(method).Pool(n_proc) as pool:
+            # Workers ignore Ctrl-C: the parent alone handles it and terminates the pool (a worker
+            # interrupted inside the pool's queue machinery could otherwise hang the shutdown).
+            with mp.get_context(method).Pool(n_proc, initializer=_ignore_sigint) as pool:
                 for row in pool.imap_unordered(_job, jobs, chunksize=2):
                     rows.append(row)
                     bar.update()
     finally:
         bar.close()
     return rows
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -33,6 +33,7 @@ from avsr.errors import InputError
 __all__ = [
     "CROP_SIZE", "MouthStyle", "Nuisance", "FacePhoto", "mouth_geometry", "draw_mouth", "render_crops", "render_face",
     "apply_nuisance", "frame_index", "face_scale", "to_gray", "load_face", "ASTRONAUT", "ASTRONAUT_IMAGE",
+    "MAX_FACE_SIDE",
 ]
 
 #: Side of the mouth crop (pixels).
@@ -425,13 +426,30 @@ def _prepare_face(image: np.ndarray, lips: np.ndarray) -> FacePhoto:
     return FacePhoto(clean, lips[[0, 10]].astype(np.float64), centre_pts.mean(axis=0).astype(np.float64))
 
 
+#: Longest side (pixels) of the full-face video: larger photos are scaled down, which keeps
+#: memory per worker bounded (a 12-megapixel phone photo would need gigabytes per utterance).
+MAX_FACE_SIDE = 1024
+
+
+def _fit_photo(rgb: np.ndarray) -> np.ndarray:
+    """Scale a photo down to :data:`MAX_FACE_SIDE` and crop it to even sides (H.264 needs them)."""
+    hgt, wid = rgb.shape[:2]
+    if max(hgt, wid) > MAX_FACE_SIDE:
+        f = MAX_FACE_SIDE / max(hgt, wid)
+        size = (max(2, int(round(wid * f))), max(2, int(round(hgt * f))))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2])
+
+
 @lru_cache(maxsize=4)
 def load_face(path: str | None) -> FacePhoto:
     """Load a face photo and find its mouth (``None``: the bundled astronaut).
 
     The astronaut's mouth position was measured once (:data:`ASTRONAUT`);
     other photos are searched with mediapipe face mesh
-    (:mod:`avsr.vision.landmarks`). Results are cached per process.
+    (:mod:`avsr.vision.landmarks`). Any format OpenCV reads works (colour or
+    grayscale, any size: photos larger than :data:`MAX_FACE_SIDE` are scaled
+    down, odd sides lose a pixel). Results are cached per process.
 
     Raises:
         InputError: unreadable image, or no face found in it.
@@ -444,9 +462,9 @@ def load_face(path: str | None) -> FacePhoto:
     bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(path, "cannot read this image")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    if rgb.shape[0] % 2 or rgb.shape[1] % 2:  # even size for H.264
-        rgb = np.ascontiguousarray(rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2])
+    rgb = _fit_photo(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    if min(rgb.shape[:2]) < 32:
+        raise InputError(path, f"the image is too small ({rgb.shape[1]}x{rgb.shape[0]} pixels)")
     from avsr.vision.landmarks import LandmarkDetector
 
     with LandmarkDetector(static_image_mode=True) as detect:
@@ -455,7 +473,8 @@ def load_face(path: str | None) -> FacePhoto:
         raise InputError(path, "no face found in the image")
     lips = np.asarray(landmarks, np.float64)[_OUTER_LIPS]
     if np.linalg.norm(lips[10] - lips[0]) < 16:
-        raise InputError(path, "the face is too small (mouth under 16 pixels wide)")
+        raise InputError(path, f"the face is too small (mouth under 16 pixels wide in the "
+                               f"{rgb.shape[1]}x{rgb.shape[0]} frame; crop the photo closer to the face)")
     return _prepare_face(rgb, lips)
 
 
