@@ -52,3 +52,25 @@ def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
+
+
+def save_table(out_dir: str | os.PathLike, name: str, markdown: str, rows: list[dict]) -> tuple[Path, Path]:
+    """Save a results table as ``OUT/NAME.md`` (the markdown) and ``OUT/NAME.csv`` (the rows).
+
+    Both writes are atomic. Used by the scripts in ``tools/benchmarks``.
+
+    Returns:
+        The paths of the markdown and CSV files.
+    """
+    import csv
+
+    out = Path(out_dir)
+    md_path, csv_path = out / f"{name}.md", out / f"{name}.csv"
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+    with atomic_path(csv_path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+            writer.writeheader()
+            writer.writerows(rows)
+    return md_path, csv_path

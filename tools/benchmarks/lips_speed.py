@@ -22,7 +22,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing as mp
 import os
 import platform
@@ -37,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from avsr.io import iter_frames_at, probe, write_av  # noqa: E402
-from avsr.utils import atomic_path  # noqa: E402
+from avsr.utils import save_table  # noqa: E402
 from avsr.vision import LandmarkDetector, extract_mouths_from_file  # noqa: E402
 
 
@@ -215,16 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     table = to_markdown(rows, header)
     print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "lips_speed.md") as tmp_md:
-        tmp_md.write_text(table)
-    with atomic_path(out / "lips_speed.csv") as tmp_csv:
-        with open(tmp_csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    print(f"saved {out / 'lips_speed.md'} and {out / 'lips_speed.csv'}")
+    md_path, csv_path = save_table(args.out, "lips_speed", table, rows)
+    print(f"saved {md_path} and {csv_path}")
     return 0
 
 

@@ -31,7 +31,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import sys
 import time
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 
 from avsr.decoding import greedy_attention, greedy_ctc, joint_beam_search  # noqa: E402
 from avsr.models.avsr import AVSRModel, avsr_tiny  # noqa: E402
-from avsr.utils import atomic_path  # noqa: E402
+from avsr.utils import save_table  # noqa: E402
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -207,16 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     table = to_markdown(rows, header)
     print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model_speed.md") as tmp_md:
-        tmp_md.write_text(table)
-    with atomic_path(out / "model_speed.csv") as tmp_csv:
-        with open(tmp_csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    print(f"saved {out / 'model_speed.md'} and {out / 'model_speed.csv'}")
+    md_path, csv_path = save_table(args.out, "model_speed", table, rows)
+    print(f"saved {md_path} and {csv_path}")
     return 0
 
 

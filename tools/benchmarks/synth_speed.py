@@ -16,7 +16,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import sys
@@ -28,7 +27,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from avsr.data.synth import generate, read_manifest  # noqa: E402
-from avsr.utils import atomic_path  # noqa: E402
+from avsr.utils import save_table  # noqa: E402
 
 
 def measure(num: int, procs: int, full_face: bool, seed: int) -> dict:
@@ -76,15 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     print(f"\ncrop form: {rows[0]['utt_per_s']} utterances/s")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "synth_speed.md") as tmp_md:
-        tmp_md.write_text(table + "\n")
-    with atomic_path(out / "synth_speed.csv") as tmp_csv:
-        with open(tmp_csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=cols)
-            writer.writeheader()
-            writer.writerows(rows)
+    md_path, csv_path = save_table(args.out, "synth_speed", table, [{c: r[c] for c in cols} for r in rows])
+    print(f"saved {md_path} and {csv_path}")
     return 0
 
 
