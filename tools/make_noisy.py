@@ -1,13 +1,18 @@
 #!/usr/bin/env python
 """Write noisy copies of a manifest's media at given SNRs (video content untouched).
 
-For each SNR and each row: the audio of the row's video (mp4 in) is mixed
-with noise from :mod:`avsr.audio.noise` at exactly that SNR (measured over the
+For each SNR and each row: the row's clean speech is mixed with noise from
+:mod:`avsr.audio.noise` at exactly that SNR (measured over the
 speech-active samples), and a new mp4 is written with the same frames at
-the same times and the noisy audio (mp4 out; the video is re-encoded at
-lossless settings, so its content is unchanged). A FLAC of the noisy audio
+the same times and the noisy audio (mp4 in, mp4 out; the video is
+re-encoded at lossless settings, so its content is unchanged up to colour
+rounding). The clean speech is the row's ``audio`` file when there is one
+at the video's sample rate (lossless, so the SNR holds against it exactly),
+otherwise the audio track of the video. A FLAC of the noisy audio
 is written too, and a copy of the manifest pointing at the new files, with
-extra columns ``snr_db`` and ``noise``. Mouth crops are shared with the clean
+extra columns ``snr_db``, ``noise`` and ``gain`` (where the mixture would clip,
+speech and noise are scaled down together by ``gain``: the noisy file holds
+``gain * (speech + noise)``). Mouth crops are shared with the clean
 manifest (the lips do not change with the noise).
 
 Usage:
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -30,7 +36,7 @@ import soundfile as sf
 
 from avsr.audio.noise import NOISE_SPLITS, NOISE_TYPES, NoiseBank, mix
 from avsr.errors import AVSRError, InputError
-from avsr.io import read_av, write_av
+from avsr.io import AVClip, read_av, write_av
 from avsr.utils import atomic_path
 
 
@@ -55,6 +61,35 @@ def _snr_name(snr: float) -> str:
     return f"snr{snr:g}".replace("-", "m")
 
 
+def _row_rng(seed: int, index: int, snr: float) -> np.random.Generator:
+    """The generator of one (row, SNR): any seed and SNR, negative ones included."""
+    digest = hashlib.blake2b(f"make_noisy\x1f{seed}\x1f{index}\x1f{snr!r}".encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
+
+
+def _clean_speech(clip: AVClip, row: dict, base: Path) -> np.ndarray:
+    """The clean speech on the video's clock: the row's audio file if it matches, else the video's track.
+
+    Args:
+        clip: the decoded video (with audio).
+        row: the manifest row.
+        base: folder the row's relative paths start from.
+
+    Returns:
+        ``float32 (N,)`` at ``clip.sample_rate``, sample 0 at video time 0.
+    """
+    if row.get("audio"):
+        path = _resolve(base, row["audio"])
+        try:
+            audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        except (OSError, RuntimeError, sf.SoundFileError):
+            audio, rate = None, None
+        if audio is not None and rate == clip.sample_rate and len(audio):
+            return audio.mean(axis=1)
+    lead = int(round(clip.audio_start * clip.sample_rate))
+    return np.concatenate([np.zeros(lead, np.float32), clip.audio]) if lead > 0 else clip.audio[-lead:]
+
+
 def noisy_copy(
     manifest: str | os.PathLike, out_dir: str | os.PathLike, snrs: list[float], kinds: list[str],
     noise_split: str = "test", seed: int = 0, noise_seconds: float = 20.0,
@@ -72,30 +107,35 @@ def noisy_copy(
 
     Returns:
         The written manifests, one per SNR.
+
+    Raises:
+        InputError: a NaN or ``-inf`` SNR, a missing or malformed manifest, a video without
+            audio or pictures.
     """
     src = Path(manifest)
+    for snr in snrs:
+        if np.isnan(snr) or snr == -np.inf:
+            raise InputError(None, f"the SNR must be a number of dB or +inf, got {snr}")
     rows, fields = _read_rows(src)
     out = Path(out_dir)
     bank = NoiseBank(noise_split, kinds, seconds=noise_seconds, variants=2, seed=seed)
-    extra = [c for c in ("snr_db", "noise") if c not in fields]
+    extra = [c for c in ("snr_db", "noise", "gain") if c not in fields]
     written = []
     for snr in snrs:
         folder = out / _snr_name(snr)
         folder.mkdir(parents=True, exist_ok=True)
         new_rows = []
         for i, row in enumerate(rows):
-            rng = np.random.default_rng([seed, i, int(round(snr * 100)) + 10_000])
+            rng = _row_rng(seed, i, snr)
             kind = kinds[int(rng.integers(len(kinds)))]
             clip = read_av(_resolve(src.parent, row["video"]))
             if clip.audio is None or clip.frames is None:
                 raise InputError(row["video"], "needs both a video and an audio stream")
-            speech = clip.audio
-            lead = int(round(clip.audio_start * clip.sample_rate))
-            speech = np.concatenate([np.zeros(lead, np.float32), speech]) if lead > 0 else speech[-lead:]
+            speech = _clean_speech(clip, row, src.parent)
             noisy = mix(speech, bank.sample(len(speech), rng, kind), snr, clip.sample_rate)
             peak = float(np.abs(noisy).max())
-            if peak > 0.99:  # scale speech and noise together: the SNR stays
-                noisy = noisy * (0.99 / peak)
+            gain = 0.99 / peak if peak > 0.99 else 1.0  # scale speech and noise together: the SNR stays
+            noisy = noisy * np.float32(gain)
             video_path, audio_path = folder / f"{row['id']}.mp4", folder / f"{row['id']}.flac"
             write_av(video_path, clip.frames, clip.fps or 25.0, noisy, clip.sample_rate, audio_codec="aac",
                      timestamps=clip.timestamps, crf=0, preset="veryfast")
@@ -107,7 +147,7 @@ def noisy_copy(
                 new["audio"] = os.path.relpath(audio_path, out).replace(os.sep, "/")
             if new.get("mouths"):
                 new["mouths"] = os.path.relpath(_resolve(src.parent, row["mouths"]).resolve(), out.resolve())
-            new["snr_db"], new["noise"] = f"{snr:g}", kind
+            new["snr_db"], new["noise"], new["gain"] = f"{snr:g}", kind, f"{gain:.6g}"
             new_rows.append(new)
         target = out / f"{src.stem}_{_snr_name(snr)}.csv"
         with atomic_path(target) as tmp:

@@ -246,6 +246,7 @@ def _face_id(face: str | None | bool) -> str | None:
 
 @lru_cache(maxsize=8)
 def _file_digest(path: str) -> str:
+    """SHA-1 of a file's bytes (hex), cached per process."""
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -330,6 +331,8 @@ def make_utterance(spec: UtteranceSpec, out_dir: str | os.PathLike, face: str | 
         photo = load_face(face if isinstance(face, str) else None)
         frames, centres = render_face(track, style, photo, nuisance, rng)
         video = apply_nuisance(frames, nuisance, rng, jpeg=False, scale=face_scale(photo))
+        if photo.gray:  # a black-and-white photo stays black and white (sensor noise included)
+            video = to_gray(video)
         extra["mouth_centre"] = centres[frame_index(nuisance, len(centres))].astype(np.float32)
     save_npz_atomic(mouths_path, mouths=to_gray(crops), fps=np.float32(FPS), **extra)
     with atomic_path(audio_path) as tmp:
@@ -441,7 +444,8 @@ def generate(
         Path of the manifest, ``<out_dir>/<split>.csv``.
 
     Raises:
-        InputError: bad count, split, voice, face image, or unwritable output.
+        InputError: bad count, split, voice, process count, face image, or unwritable
+            output (all checked before anything is written).
     """
     if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
         raise InputError(None, f"the number of utterances must be a positive integer, got {num!r}")

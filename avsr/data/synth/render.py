@@ -396,11 +396,13 @@ class FacePhoto:
         image: ``uint8 (H, W, 3)`` RGB with the lips inpainted.
         corners: ``(2, 2)`` right and left mouth corner (pixels).
         centre: ``(2,)`` mouth centre (mean of corners, top and bottom of the lips).
+        gray: the photo is black and white (the mouth is then drawn in grey too).
     """
 
     image: np.ndarray
     corners: np.ndarray
     centre: np.ndarray
+    gray: bool = False
 
     @property
     def half_width(self) -> float:
@@ -423,7 +425,8 @@ def _prepare_face(image: np.ndarray, lips: np.ndarray) -> FacePhoto:
     half = float(np.linalg.norm(lips[10] - lips[0]) / 2.0)
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(half * 0.35) | 1,) * 2))
     clean = cv2.inpaint(image, mask, max(3, int(half * 0.3)), cv2.INPAINT_TELEA)
-    return FacePhoto(clean, lips[[0, 10]].astype(np.float64), centre_pts.mean(axis=0).astype(np.float64))
+    gray = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+    return FacePhoto(clean, lips[[0, 10]].astype(np.float64), centre_pts.mean(axis=0).astype(np.float64), gray)
 
 
 #: Longest side (pixels) of the full-face video: larger photos are scaled down, which keeps
@@ -452,7 +455,8 @@ def load_face(path: str | None) -> FacePhoto:
     down, odd sides lose a pixel). Results are cached per process.
 
     Raises:
-        InputError: unreadable image, or no face found in it.
+        InputError: unreadable image, no face found in it, or an image / face too
+            small to draw a mouth on.
     """
     if path is None:
         bgr = cv2.imread(ASTRONAUT_IMAGE, cv2.IMREAD_COLOR)
@@ -522,6 +526,8 @@ def render_face(
         m = np.concatenate([base, (face.centre - np.array([x0, y0]) - base @ centre)[:, None]], 1)
         roi = roi_bg.copy()
         draw_mouth(roi, geo, m, style)
+        if face.gray:
+            roi[:] = to_gray(roi[None])[0][..., None]
         frame = face.image.copy()
         frame[y0:y1, x0:x1] = roi
         dx, dy, angle, zoom = motion[t]
