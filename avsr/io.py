@@ -14,6 +14,10 @@ does variable frame rate video; :func:`resample_indices`,
 :func:`resample_video` and :func:`iter_frames_at` bring video to a constant
 rate (25 fps for the models) by timestamp, at the edge of the toolkit.
 
+:func:`write_av` encodes arrays into any of those containers;
+:func:`replace_audio` gives a file new sound while copying its video stream
+packet for packet, so the pictures stay bit-identical.
+
 Ranges (``start``/``end`` in seconds, half-open ``[start, end)``) seek in the
 file instead of decoding from the beginning, so a few seconds of a long
 recording cost a few seconds of decoding and memory.
@@ -24,6 +28,8 @@ problem; it never hangs and never leaks a codec traceback.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import heapq
 import itertools
 import logging
@@ -50,6 +56,7 @@ __all__ = [
     "resample_indices",
     "resample_video",
     "write_av",
+    "replace_audio",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +76,9 @@ _AUDIO_SEEK_MARGIN = 0.5
 
 _MIN_FPS, _MAX_FPS = 0.01, 1000.0
 """Frame rates outside this range come from damaged headers and are ignored."""
+
+_AUDIO_BLOCK = 4096
+"""Samples handed to an audio encoder at a time when writing."""
 
 _MEDIA_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, UnicodeDecodeError)
 
@@ -1041,18 +1051,32 @@ def write_av(
                 )
             if samples is not None:
                 astream = _add_audio_stream(p, container, ext, audio_codec, sample_rate, samples.shape[1])
-            try:  # opens the encoders and writes the header: the muxer refuses codecs it cannot hold here
-                container.start_encoding()
-            except (av.FFmpegError, ValueError):
-                streams = [s for s in (vstream, astream) if s is not None]
-                names = [f"{s.codec_context.codec.name} {s.type}" for s in streams]
-                raise InputError(p, f"{ext or 'this'} container cannot hold {' + '.join(names)}") from None
+            streams = [s for s in (vstream, astream) if s is not None]
+            _start_muxing(p, ext, container, [f"{s.codec_context.codec.name} {s.type}" for s in streams])
             try:
                 _encode_all(container, vstream, video, timestamps, astream, samples, sample_rate)
             except av.FFmpegError as err:
                 raise InputError(p, f"cannot encode into {ext or 'this'} container ({err})") from None
         finally:
             container.close()
+
+
+def _start_muxing(path: str, ext: str, container: av.container.OutputContainer, names: list[str]) -> None:
+    """Open the encoders and write the header; the muxer refuses codecs it cannot hold here.
+
+    Args:
+        path: output file, for messages.
+        ext: its suffix.
+        container: output container with all its streams added.
+        names: the streams, for messages (``"h264 video"``).
+
+    Raises:
+        InputError: the container cannot hold one of the streams' codecs.
+    """
+    try:
+        container.start_encoding()
+    except (av.FFmpegError, ValueError):
+        raise InputError(path, f"{ext or 'this'} container cannot hold {' + '.join(names)}") from None
 
 
 def _prepare_frames(path: str, frames: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
@@ -1216,7 +1240,7 @@ def _encode_all(
         else:
             v_pts = np.arange(frames.shape[0], dtype=np.int64)
         v_times = v_pts * float(time_base)
-    block = 4096
+    block = _AUDIO_BLOCK
     a_starts = range(0, samples.shape[0], block) if astream is not None and samples is not None else range(0)
     a_iter = iter(a_starts)
     a_next = next(a_iter, None)
@@ -1244,12 +1268,351 @@ def _encode_audio_block(
     offset: int,
     block: int,
     sample_rate: int,
+    pts_offset: int = 0,
 ) -> None:
-    """Encode ``samples[offset : offset + block]`` (PyAV converts to the encoder's format/rate)."""
+    """Encode ``samples[offset : offset + block]`` (PyAV converts to the encoder's format/rate).
+
+    Args:
+        container: output container.
+        stream: the audio stream to encode into.
+        samples: ``float32 (N, C)`` samples.
+        offset: index of the block's first sample.
+        block: samples per block.
+        sample_rate: rate of ``samples`` in Hz.
+        pts_offset: time of ``samples[0]`` in samples of ``sample_rate`` (0: the file's start).
+    """
     layout = "mono" if samples.shape[1] == 1 else "stereo"
     data = np.ascontiguousarray(samples[offset : offset + block].T)
     frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=layout)
     frame.sample_rate = int(sample_rate)
-    frame.pts = offset
+    frame.pts = offset + pts_offset
     frame.time_base = Fraction(1, int(sample_rate))
     container.mux(stream.encode(frame))
+
+
+# ------------------------------------------------------------------ replacing audio
+
+
+def replace_audio(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    audio: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    audio_codec: str = "aac",
+    audio_start: float | None = None,
+) -> None:
+    """Write ``dst``: the video stream of ``src`` untouched, with ``audio`` as its sound, atomically.
+
+    The video is stream-copied (remuxed packet by packet, never decoded or
+    re-encoded), so every decoded frame of ``dst`` is bit-identical to the
+    same frame of ``src``, at the same time. Only the new audio is encoded,
+    as :func:`write_av` does (AAC by default; containers that cannot hold AAC
+    get their natural codec). Other streams of ``src`` (its old audio,
+    subtitles, data) are not copied. ``dst`` may be ``src`` itself: the file
+    is replaced only once the new one is complete.
+
+    Times follow :func:`read_av`'s clock (0 = the start of the file), and by
+    default ``audio[0]`` plays when the old audio's first sample did (the
+    ``audio_start`` that :func:`read_av` reports for ``src``; 0 when ``src``
+    has no audio), so audio edited on the clock it was read on stays in sync
+    with the pictures. Samples placed before time 0 are dropped.
+
+    Args:
+        src: media file with a video stream.
+        dst: output file; its suffix picks the container (it may differ from ``src``'s).
+        audio: ``(N,)`` mono or ``(N, C)`` float samples in ``[-1, 1]`` (or int16).
+        sample_rate: rate of ``audio`` in Hz.
+        audio_codec: as in :func:`write_av`.
+        audio_start: time in seconds of ``audio[0]``; ``None``: where ``src``'s audio starts.
+
+    Raises:
+        InputError: ``src`` missing, unreadable or without a video stream; malformed
+            audio; or a ``dst`` container that cannot hold the video or audio codec.
+
+    Example:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> src, dst = os.path.join(folder, "a.mp4"), os.path.join(folder, "b.mkv")
+        >>> frames = np.random.default_rng(0).integers(0, 256, (10, 48, 64, 3), dtype=np.uint8)
+        >>> write_av(src, frames, 25, np.zeros(6400, np.float32))
+        >>> replace_audio(src, dst, np.full(6400, 0.1, np.float32))
+        >>> a, b = read_av(src), read_av(dst)
+        >>> bool(np.array_equal(a.frames, b.frames)), probe(dst)["audio"]["codec"]
+        (True, 'aac')
+        >>> import shutil; shutil.rmtree(folder)
+    """
+    source, target = os.fspath(src), os.fspath(dst)
+    ext = os.path.splitext(target)[1].lower()
+    samples = _prepare_audio(target, audio)
+    if not sample_rate or sample_rate <= 0:
+        raise InputError(target, f"bad sample rate {sample_rate!r}")
+    start = _audio_start_of(source) if audio_start is None else float(audio_start)
+    if not math.isfinite(start):
+        raise InputError(target, f"bad audio start {audio_start!r}")
+    lead = int(round(start * sample_rate))
+    if lead < 0:  # samples before the start of the file cannot be placed
+        samples = samples[-lead:]
+        lead = 0
+        if not len(samples):
+            raise InputError(target, "all of the audio lies before the start of the file")
+    container = _open(source)
+    try:
+        vs = _stream_of(container, "video")  # the stream read_av decodes
+        if vs is None:
+            raise InputError(source, "no video stream")
+        with atomic_path(target) as tmp:
+            options = {"avoid_negative_ts": "disabled"} if ext == ".avi" else {}  # as in write_av
+            try:
+                out = av.open(os.fspath(tmp), mode="w", options=options)
+            except _MEDIA_ERRORS as err:
+                raise InputError(target, f"cannot write this container ({err})") from None
+            try:
+                _remux_with_audio(source, target, ext, container, vs, out, samples, int(sample_rate), lead,
+                                  audio_codec)
+            except BaseException:
+                with contextlib.suppress(*_MEDIA_ERRORS):
+                    out.close()
+                raise
+            try:
+                out.close()  # writes the trailer
+            except _MEDIA_ERRORS as err:
+                raise InputError(target, f"cannot finish the {ext or 'output'} file ({err})") from None
+            _check_copy(tmp, target, ext, vs)
+    finally:
+        container.close()
+
+
+def _check_copy(written: str | os.PathLike, target: str, ext: str, vs: av.video.stream.VideoStream) -> None:
+    """Make sure the written file shows a video and an audio stream again (from its header only).
+
+    Some muxers (MPEG-TS with VP9, say) accept a codec they cannot label, so
+    the copy would look video-less to every reader.
+
+    Raises:
+        InputError: the written file hides its video or audio stream.
+    """
+    codec = _codec_name(vs.codec_context)
+    try:
+        container = _open(written)
+    except InputError:
+        raise InputError(target, f"{ext or 'this'} container cannot hold {codec} video") from None
+    try:
+        if _stream_of(container, "video") is None or _stream_of(container, "audio") is None:
+            raise InputError(target, f"{ext or 'this'} container cannot hold {codec} video")
+    finally:
+        container.close()
+
+
+def _audio_start_of(path: str) -> float:
+    """Time (s, :func:`read_av`'s clock) of the first audio sample of ``path``; 0 without audio.
+
+    Decodes only the first audio frame, as :func:`read_av` times it; a stream
+    that cannot be decoded falls back to its stated start time.
+
+    Raises:
+        InputError: missing or unreadable file.
+    """
+    container = _open(path)
+    try:
+        stream = _stream_of(container, "audio")
+        if stream is None:
+            return 0.0
+        origin = _origin(container)
+        try:
+            first = next(_decode(path, container, stream), None)
+        except InputError:
+            first = None
+        if first is not None and first.time is not None:
+            return float(first.time) - origin
+        if stream.start_time is not None and stream.time_base:
+            return float(stream.start_time * stream.time_base) - origin
+        return 0.0
+    finally:
+        container.close()
+
+
+def _remux_with_audio(
+    source: str,
+    target: str,
+    ext: str,
+    container: av.container.InputContainer,
+    vs: av.video.stream.VideoStream,
+    out: av.container.OutputContainer,
+    samples: np.ndarray,
+    sample_rate: int,
+    lead: int,
+    audio_codec: str,
+) -> None:
+    """Copy ``vs``'s packets into ``out`` and encode ``samples`` beside them, in time order.
+
+    Every time is moved by the source's start time, so the output starts at 0
+    (as ``ffmpeg -c:v copy`` does) and :func:`read_av` reads the same frame times.
+
+    Args:
+        source: input file name, for messages.
+        target: output file name, for messages.
+        ext: output suffix (lower case).
+        container: open input container.
+        vs: its video stream.
+        out: open output container.
+        samples: ``float32 (N, C)`` audio.
+        sample_rate: rate of ``samples`` in Hz.
+        lead: time of ``samples[0]`` in samples (>= 0).
+        audio_codec: requested audio codec.
+
+    Raises:
+        InputError: ``out`` cannot hold the codecs, or the source's video packets cannot be read.
+    """
+    codec = _codec_name(vs.codec_context)
+    vout, annexb = _add_copied_stream(target, ext, out, vs)
+    aout = _add_audio_stream(target, out, ext, audio_codec, sample_rate, samples.shape[1])
+    _start_muxing(target, ext, out, [f"{codec} video", f"{aout.codec_context.codec.name} audio"])
+    time_base = float(vs.time_base) if vs.time_base else 0.0
+    blocks = iter(range(0, samples.shape[0], _AUDIO_BLOCK))
+    next_block = next(blocks, None)
+    packets = _copied_packets(source, container, vs, display_clock=ext == ".avi")
+    copied = 0
+    try:
+        for packet in (packets if annexb is None else _filtered(packets, annexb)):
+            copied += 1
+            packet_time = packet.dts * time_base
+            while next_block is not None and (next_block + lead) / sample_rate <= packet_time:
+                _encode_audio_block(out, aout, samples, next_block, _AUDIO_BLOCK, sample_rate, lead)
+                next_block = next(blocks, None)
+            packet.stream = vout
+            out.mux(packet)
+        if not copied:
+            raise InputError(source, "no video frames")
+        while next_block is not None:
+            _encode_audio_block(out, aout, samples, next_block, _AUDIO_BLOCK, sample_rate, lead)
+            next_block = next(blocks, None)
+        out.mux(aout.encode(None))
+    except av.FFmpegError as err:
+        raise InputError(target, f"cannot write {codec} video into {ext or 'this'} container ({err})") from None
+
+
+def _add_copied_stream(
+    target: str, ext: str, out: av.container.OutputContainer, vs: av.video.stream.VideoStream
+) -> tuple[av.video.stream.VideoStream, av.BitStreamFilterContext | None]:
+    """Add a stream-copy twin of ``vs`` to ``out``.
+
+    Args:
+        target: output file name, for messages.
+        ext: output suffix (lower case).
+        out: output container.
+        vs: the source's video stream.
+
+    Returns:
+        ``(stream, filter)``: the new stream, and the bitstream filter its packets
+        must pass through first (``None`` when they go in as they are).
+
+    Raises:
+        InputError: the container cannot hold the codec.
+    """
+    codec = _codec_name(vs.codec_context)
+    try:
+        vout = out.add_stream_from_template(vs)
+    except (av.FFmpegError, ValueError):
+        raise InputError(target, f"{ext or 'this'} container cannot hold {codec} video") from None
+    annexb = None
+    if ext == ".avi":
+        if vs.average_rate:  # AVI's chunk clock must tick once per frame
+            vout.time_base = 1 / Fraction(vs.average_rate)
+        extradata = vs.codec_context.extradata
+        if codec in ("h264", "hevc") and extradata and extradata[0] == 1:
+            # AVI holds start-code streams; MP4, MOV and MKV hold length-prefixed ones
+            annexb = av.BitStreamFilterContext(f"{codec}_mp4toannexb", vs, vout)
+    return vout, annexb
+
+
+def _filtered(packets: Iterator[av.Packet], bsf: av.BitStreamFilterContext) -> Iterator[av.Packet]:
+    """Run packets through a bitstream filter, keeping their times and time base."""
+    time_base = None
+    for packet in packets:
+        time_base = packet.time_base  # read first: the filter takes the packet's contents
+        for out in bsf.filter(packet):
+            out.time_base = time_base
+            yield out
+    for out in bsf.filter(None):
+        out.time_base = time_base
+        yield out
+
+
+def _copied_packets(
+    source: str, container: av.container.InputContainer, vs: av.video.stream.VideoStream, display_clock: bool
+) -> Iterator[av.Packet]:
+    """Demux ``vs`` for stream copy: times moved to start at 0 and every packet given a decode time.
+
+    Containers that store only presentation times (Matroska, for streams with
+    B-frames) leave the first packets' decode time (``dts``) unset; muxers
+    need it. It is rebuilt as FFmpeg does: the smallest of the last
+    ``reorder depth + 1`` presentation times, which is never later than the
+    packet's own. Packets without a presentation time take their decode time.
+
+    Args:
+        source: input file name, for messages.
+        container: open input container.
+        vs: the video stream to copy.
+        display_clock: give the ``k``-th packet the ``k``-th smallest presentation
+            time as both times, for AVI: it stores one clock only, and readers
+            (:func:`read_av` included) show the ``k``-th frame at its ``k``-th tick.
+
+    Yields:
+        Packets of ``vs`` in decode order (the demuxer's final empty packet left out).
+
+    Raises:
+        InputError: the packets cannot be read.
+    """
+    time_base = float(vs.time_base) if vs.time_base else 0.0
+    shift = int(round(_origin(container) / time_base)) if time_base else 0
+    depth = max(0, int(vs.codec_context.reorder_depth))
+    fps = _stream_fps(vs)
+    single_clock = container.format.name == "avi"  # its demuxer's presentation times are made up
+    if single_clock and depth:
+        raise InputError(source, "AVI with B-frames records no display times: its video cannot be copied")
+    recent: list[int] | None = None  # sorted: the last depth + 1 presentation times
+    held: list[av.Packet] = []  # display_clock: packets waiting for their tick
+    ticks: list[int] = []  # display_clock: min-heap of the held packets' presentation times
+    last_dts: int | None = None
+    try:
+        for packet in container.demux(vs):
+            if packet.size == 0 and packet.pts is None and packet.dts is None:
+                continue  # the demuxer's end-of-stream marker
+            if single_clock:
+                packet.pts = None
+            if packet.pts is not None:
+                if recent is None:  # start as if earlier frames had come at the nominal rate
+                    step = packet.duration or (int(round(1 / (fps * time_base))) if fps and time_base else 1)
+                    recent = [packet.pts - (depth - i) * step for i in range(depth)]
+                if len(recent) > depth:
+                    del recent[0]
+                bisect.insort(recent, packet.pts)
+                if packet.dts is None:
+                    packet.dts = recent[0]
+            elif packet.dts is not None:
+                packet.pts = packet.dts
+            else:
+                continue  # no time at all: nothing a muxer could place
+            if last_dts is not None and packet.dts <= last_dts:
+                packet.dts = last_dts + 1
+            last_dts = packet.dts
+            packet.dts -= shift
+            packet.pts -= shift
+            if not display_clock:
+                yield packet
+                continue
+            held.append(packet)
+            heapq.heappush(ticks, packet.pts)
+            if len(held) > depth:
+                yield _on_tick(held.pop(0), heapq.heappop(ticks))
+        while held:
+            yield _on_tick(held.pop(0), heapq.heappop(ticks))
+    except (av.FFmpegError, EOFError, IndexError) as err:
+        raise InputError(source, f"cannot read the video packets ({err.__class__.__name__})") from None
+
+
+def _on_tick(packet: av.Packet, tick: int) -> av.Packet:
+    """Set both times of ``packet`` to ``tick`` (a single-clock container's slot)."""
+    packet.dts = packet.pts = tick
+    return packet

@@ -3,12 +3,12 @@
 
 For each SNR and each row: the row's clean speech is mixed with noise from
 :mod:`avsr.audio.noise` at exactly that SNR (measured over the
-speech-active samples), and a new mp4 is written with the same frames at
-the same times and the noisy audio (mp4 in, mp4 out; the video is
-re-encoded at lossless settings, so its content is unchanged up to colour
-rounding). The clean speech is the row's ``audio`` file when there is one
-at the video's sample rate (lossless, so the SNR holds against it exactly),
-otherwise the audio track of the video. A FLAC of the noisy audio
+speech-active samples), and a new mp4 is written with the noisy audio and
+the source's video stream copied packet for packet (mp4 in, mp4 out; never
+re-encoded, so every frame decodes bit-identical, at the same time). The
+clean speech is the row's ``audio`` file when there is one at the video's
+sample rate (lossless, so the SNR holds against it exactly), otherwise the
+audio track of the video. A FLAC of the noisy audio
 is written too, and a copy of the manifest pointing at the new files, with
 extra columns ``snr_db``, ``noise`` and ``gain`` (where the mixture would clip,
 speech and noise are scaled down together by ``gain``: the noisy file holds
@@ -36,7 +36,7 @@ import soundfile as sf
 
 from avsr.audio.noise import NOISE_SPLITS, NOISE_TYPES, NoiseBank, mix
 from avsr.errors import AVSRError, InputError
-from avsr.io import AVClip, read_av, write_av
+from avsr.io import AVClip, probe, read_av, replace_audio
 from avsr.utils import atomic_path
 
 
@@ -71,7 +71,7 @@ def _clean_speech(clip: AVClip, row: dict, base: Path) -> np.ndarray:
     """The clean speech on the video's clock: the row's audio file if it matches, else the video's track.
 
     Args:
-        clip: the decoded video (with audio).
+        clip: the decoded audio of the video (its frames are not needed).
         row: the manifest row.
         base: folder the row's relative paths start from.
 
@@ -128,17 +128,19 @@ def noisy_copy(
         for i, row in enumerate(rows):
             rng = _row_rng(seed, i, snr)
             kind = kinds[int(rng.integers(len(kinds)))]
-            clip = read_av(_resolve(src.parent, row["video"]))
-            if clip.audio is None or clip.frames is None:
+            video_in = _resolve(src.parent, row["video"])
+            info = probe(video_in)
+            if not (info["has_video"] and info["has_audio"]):
                 raise InputError(row["video"], "needs both a video and an audio stream")
+            clip = read_av(video_in, video=False)  # the pictures are copied, never decoded
             speech = _clean_speech(clip, row, src.parent)
             noisy = mix(speech, bank.sample(len(speech), rng, kind), snr, clip.sample_rate)
             peak = float(np.abs(noisy).max())
             gain = 0.99 / peak if peak > 0.99 else 1.0  # scale speech and noise together: the SNR stays
             noisy = noisy * np.float32(gain)
             video_path, audio_path = folder / f"{row['id']}.mp4", folder / f"{row['id']}.flac"
-            write_av(video_path, clip.frames, clip.fps or 25.0, noisy, clip.sample_rate, audio_codec="aac",
-                     timestamps=clip.timestamps, crf=0, preset="veryfast")
+            # the noisy audio is on the clean speech's clock: sample 0 at time 0
+            replace_audio(video_in, video_path, noisy, clip.sample_rate, audio_codec="aac", audio_start=0.0)
             with atomic_path(audio_path) as tmp:
                 sf.write(tmp, noisy, clip.sample_rate, format="FLAC", subtype="PCM_16")
             new = dict(row)

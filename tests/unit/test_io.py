@@ -612,3 +612,156 @@ def test_bad_write_arguments(tmp_path: Path) -> None:
     bad_ts = np.array([0.0, 0.1, 0.05])
     assert "increasing" in errors_of(io.write_av, path, flat_frames(3), 25, timestamps=bad_ts).problem
     assert not path.exists()
+
+
+# ------------------------------------------------------------------ replacing audio
+
+
+def noisy_frames(n: int, flash: int) -> np.ndarray:
+    """``uint8 (n, H, W, 3)`` random frames (any re-encoding would change them) with a white frame ``flash``."""
+    frames = np.random.default_rng(3).integers(0, 200, (n, H, W, 3), dtype=np.uint8)
+    frames[flash] = 255
+    return frames
+
+
+def tone_with_click(n: int, at: float, sr: int = SR) -> np.ndarray:
+    """``float32 (n,)``: a quiet 440 Hz tone (below the click threshold) plus a click at ``at`` seconds."""
+    tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / sr)
+    return np.clip(tone + click_track(n, at, sr), -1, 1).astype(np.float32)
+
+
+def flash_time(clip: io.AVClip) -> float:
+    """Time of the brightest frame."""
+    return float(clip.timestamps[int(np.argmax(clip.frames.mean(axis=(1, 2, 3))))])
+
+
+@pytest.mark.parametrize("src_ext, dst_ext", [("mp4", "mp4"), ("mp4", "mkv"), ("mp4", "mov"), ("mkv", "mp4"),
+                                              ("mp4", "avi")])
+def test_replace_audio_copies_video_bit_exact(tmp_path: Path, src_ext: str, dst_ext: str) -> None:
+    fps, n = 25.0, 30
+    src, dst = tmp_path / f"src.{src_ext}", tmp_path / f"dst.{dst_ext}"
+    io.write_av(src, noisy_frames(n, 18), fps, click_track(int(n / fps * SR), 0.2))  # old click: 5th frame
+    before = io.read_av(src)
+    new = tone_with_click(len(before.audio), flash_time(before) - before.audio_start)
+    io.replace_audio(src, dst, new)
+
+    after = io.read_av(dst)
+    assert after.frames.shape == before.frames.shape and np.array_equal(after.frames, before.frames)
+    np.testing.assert_allclose(after.timestamps, before.timestamps, atol=1e-6)
+    assert after.fps == pytest.approx(before.fps)
+    assert io.probe(dst)["audio"]["codec"] == ("pcm_s16le" if dst_ext == "avi" else "aac")
+    assert after.audio_start == pytest.approx(before.audio_start, abs=1e-3)
+    assert 0 <= len(after.audio) - len(new) <= 2048  # AAC pads to whole 1024-sample frames
+    assert np.corrcoef(after.audio[: len(new)], new)[0, 1] > 0.98  # the new sound, not the old
+    assert abs(click_time(after.audio, after.audio_start) - flash_time(after)) < 1.0 / fps
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name])  # no temporary file left
+
+
+def test_replace_audio_keeps_a_late_audio_start(tmp_path: Path) -> None:
+    """A source whose sound starts 0.5 s after its pictures: by default the new sound starts there too."""
+    fps, n, lag = 25.0, 40, 0.5
+    src = tmp_path / "late.mkv"
+    with av.open(str(src), "w") as container:
+        vstream = container.add_stream("libx264", rate=25)
+        vstream.width, vstream.height, vstream.pix_fmt = W, H, "yuv420p"
+        astream = container.add_stream("pcm_s16le", rate=SR)
+        astream.layout = "mono"
+        silence = av.AudioFrame.from_ndarray(np.zeros((1, SR), np.float32), format="fltp", layout="mono")
+        silence.sample_rate, silence.pts, silence.time_base = SR, int(lag * SR), Fraction(1, SR)
+        container.mux(astream.encode(silence))
+        for i, img in enumerate(noisy_frames(n, 30)):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            container.mux(vstream.encode(frame))
+        container.mux(vstream.encode(None))
+        container.mux(astream.encode(None))
+    before = io.read_av(src)
+    assert before.audio_start == pytest.approx(lag, abs=1e-3)
+    new = tone_with_click(SR, flash_time(before) - lag)
+    io.replace_audio(src, tmp_path / "default.mkv", new, audio_codec="pcm")
+    after = io.read_av(tmp_path / "default.mkv")
+    assert np.array_equal(after.frames, before.frames)
+    assert after.audio_start == pytest.approx(lag, abs=1e-3)
+    np.testing.assert_allclose(after.audio, new, atol=1.5 / 32768)  # PCM: sample-exact
+    assert abs(click_time(after.audio, after.audio_start) - flash_time(after)) < 1.0 / fps
+
+    on_video_clock = tone_with_click(int(1.6 * SR), flash_time(before))  # sample 0 at time 0
+    io.replace_audio(src, tmp_path / "zero.mkv", on_video_clock, audio_codec="pcm", audio_start=0.0)
+    after = io.read_av(tmp_path / "zero.mkv")
+    assert after.audio_start == pytest.approx(0.0, abs=1e-3)
+    assert abs(click_time(after.audio, after.audio_start) - flash_time(after)) < 1.0 / fps
+
+
+def test_replace_audio_video_only_source_and_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "silent.mp4"
+    frames = noisy_frames(20, 10)
+    io.write_av(path, frames, 25.0)
+    before = io.read_av(path)
+    assert before.audio is None
+    new = tone_with_click(int(0.8 * SR), flash_time(before))
+    io.replace_audio(path, path, new)  # the file is replaced only once the new one is whole
+    after = io.read_av(path)
+    assert np.array_equal(after.frames, before.frames) and after.audio_start == pytest.approx(0.0, abs=1e-3)
+    assert abs(click_time(after.audio, after.audio_start) - flash_time(after)) < 1.0 / 25
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["silent.mp4"]  # no temporary file left
+
+
+def test_replace_audio_keeps_variable_frame_times_and_rotation(tmp_path: Path) -> None:
+    times = np.cumsum(np.r_[0.0, np.random.default_rng(4).uniform(0.02, 0.07, 24)])
+    vfr = tmp_path / "vfr.mp4"
+    io.write_av(vfr, noisy_frames(25, 12), 25, np.zeros(SR, np.float32), timestamps=times)
+    io.replace_audio(vfr, tmp_path / "vfr.mov", tone_with_click(SR, 0.5))
+    before, after = io.read_av(vfr), io.read_av(tmp_path / "vfr.mov")
+    assert np.array_equal(after.frames, before.frames)
+    np.testing.assert_allclose(after.timestamps, times, atol=1e-4)
+
+    phone = tmp_path / "phone.mp4"
+    with av.open(str(phone), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.set_display_rotation(90)
+        for i, img in enumerate(noisy_frames(3, 0)):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    io.replace_audio(phone, tmp_path / "phone.mkv", np.zeros(2000, np.float32))
+    before, after = io.read_av(phone), io.read_av(tmp_path / "phone.mkv")
+    assert after.frames.shape == (3, W, H, 3) and np.array_equal(after.frames, before.frames)  # still upright
+
+
+def test_replace_audio_errors(tmp_path: Path) -> None:
+    audio = np.zeros(SR, np.float32)
+    missing = tmp_path / "nope.mp4"
+    err = errors_of(io.replace_audio, missing, tmp_path / "out.mp4", audio)
+    assert err.problem == "no such file" and str(missing) in str(err)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all\n" * 10)
+    assert errors_of(io.replace_audio, junk, tmp_path / "out.mp4", audio).problem == "not a readable media file"
+    sound = tmp_path / "sound.wav"
+    io.write_av(sound, None, 25, audio)
+    err = errors_of(io.replace_audio, sound, tmp_path / "out.mp4", audio)
+    assert err.problem == "no video stream" and str(sound) in str(err)
+
+    src = tmp_path / "src.mp4"
+    io.write_av(src, flat_frames(10), 25, audio)
+    err = errors_of(io.replace_audio, src, tmp_path / "out.webm", audio)  # WebM holds VP8/VP9/AV1 only
+    assert "cannot hold h264 video" in err.problem and str(tmp_path / "out.webm") in str(err)
+    err = errors_of(io.replace_audio, src, tmp_path / "out.mkv", np.zeros((2, 3, 4), np.float32))
+    assert "audio must be" in err.problem
+    assert "unknown audio codec" in errors_of(io.replace_audio, src, tmp_path / "out.mkv", audio,
+                                              audio_codec="nope").problem
+    bframes = tmp_path / "bframes.avi"  # AVI keeps decode times only: B-frames' display order is lost
+    with av.open(str(bframes), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.options = {"bf": "3", "preset": "veryfast"}
+        for i, img in enumerate(flat_frames(10)):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    err = errors_of(io.replace_audio, bframes, tmp_path / "out.mp4", audio)
+    assert "B-frames" in err.problem and str(bframes) in str(err)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["bframes.avi", "junk.mp4", "sound.wav", "src.mp4"]  # nothing half-written
