@@ -2,4 +2,6 @@
 
 __version__ = "0.1.0"
 
-from avsr.errors import AVSRError, InputError  # noqa: F401,E402
+from avsr.errors import AVSRError, InputError  # noqa: E402
+
+__all__ = ["AVSRError", "InputError", "__version__"]

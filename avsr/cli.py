@@ -15,13 +15,18 @@ from typing import Callable, Sequence
 from avsr import __version__
 from avsr.errors import AVSRError
 
+AddArgs = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
 # name -> (help, add_arguments, run). Filled by the ``_command`` decorator.
-_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
+_COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {}
 
 
-def _command(name: str, help: str):
-    def wrap(add_arguments):
-        def register(run):
+def _command(name: str, help: str) -> Callable[[AddArgs], Callable[[Run], Run]]:
+    """Register subcommand ``name``: ``@_command(name, help)(add_arguments)`` above its ``run``."""
+
+    def wrap(add_arguments: AddArgs) -> Callable[[Run], Run]:
+        def register(run: Run) -> Run:
             _COMMANDS[name] = (help, add_arguments, run)
             return run
 
@@ -64,7 +69,7 @@ def _synth_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", choices=("train", "valid", "test"),
                    help="speaker split (disjoint speakers; default train)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--processes", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument("--processes", type=int, default=None, help="worker processes (default: CPU count, at most 8)")
     p.add_argument("--full-face", action="store_true",
                    help="also render the mouth onto a face photo (default photo: scikit-image astronaut)")
     p.add_argument("--face-image", default=None, metavar="PATH", help="face photo for the full-face video")
@@ -87,6 +92,7 @@ def _synth_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The ``avsr`` parser with one subparser per registered subcommand."""
     parser = argparse.ArgumentParser(
         prog="avsr", description="Audio-visual speech recognition and enhancement."
     )
@@ -100,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``avsr`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    0 on success, 1 on bad input or an internal error (one line on stderr),
+    2 without a subcommand, 130 on Ctrl-C.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

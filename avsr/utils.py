@@ -45,7 +45,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
-def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
+def save_npz_atomic(path: str | os.PathLike, **arrays: object) -> None:
     """``np.savez_compressed`` to ``path`` atomically."""
     import numpy as np
 

@@ -279,6 +279,7 @@ def write_failures(path: str | os.PathLike, failures: Sequence[Outcome]) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of this tool."""
     p = argparse.ArgumentParser(description="Extract 96x96 grayscale mouth crops (25 fps) for a corpus of videos.")
     p.add_argument("source", help="folder of videos (recursive) or manifest CSV (column video|path, optional id)")
     p.add_argument("-o", "--output-dir", required=True, help="output folder (mirrors the input layout, .npz files)")
@@ -300,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = list_jobs(args.source, args.output_dir, args.ext)
         check_output(Path(args.failures or Path(args.output_dir) / "failures.csv"))  # fail before any work
     except InputError as e:
+        if os.environ.get("AVSR_DEBUG"):
+            raise
         print(f"extract_lips: error: {e}", file=sys.stderr)
         return 2
     todo = jobs if args.force else [j for j in jobs if not is_done(j.output)]

@@ -68,7 +68,7 @@ def _row_rng(seed: int, index: int, snr: float) -> np.random.Generator:
 
 
 def _clean_speech(clip: AVClip, row: dict, base: Path) -> np.ndarray:
-    """The clean speech on the video's clock: the row's audio file if it matches, else the video's track.
+    """The clean speech on the video's clock: the row's audio file if it has the clip's rate, else the video's track.
 
     Args:
         clip: the decoded audio of the video (its frames are not needed).
@@ -77,14 +77,18 @@ def _clean_speech(clip: AVClip, row: dict, base: Path) -> np.ndarray:
 
     Returns:
         ``float32 (N,)`` at ``clip.sample_rate``, sample 0 at video time 0.
+
+    Raises:
+        InputError: the row names an audio file that is missing or unreadable.
     """
     if row.get("audio"):
         path = _resolve(base, row["audio"])
         try:
             audio, rate = sf.read(path, dtype="float32", always_2d=True)
-        except (OSError, RuntimeError, sf.SoundFileError):
-            audio, rate = None, None
-        if audio is not None and rate == clip.sample_rate and len(audio):
+        except (OSError, RuntimeError, sf.SoundFileError) as e:
+            problem = "no such audio file" if not path.exists() else f"cannot read the audio ({type(e).__name__})"
+            raise InputError(path, problem) from None
+        if rate == clip.sample_rate and len(audio):
             return audio.mean(axis=1)
     lead = int(round(clip.audio_start * clip.sample_rate))
     return np.concatenate([np.zeros(lead, np.float32), clip.audio]) if lead > 0 else clip.audio[-lead:]
@@ -162,14 +166,16 @@ def noisy_copy(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the tool; returns the exit code (0 done, 1 bad input, 130 interrupted)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("manifest", help="input manifest CSV (columns id, video, ...)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--snr", type=float, nargs="+", required=True, help="SNRs in dB")
     p.add_argument("--noise", default="babble", help=f"comma-separated noise types from {', '.join(NOISE_TYPES)}")
     p.add_argument("--noise-split", default="test", choices=NOISE_SPLITS, help="noise sources (default test)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise-seconds", type=float, default=20.0, help="length of each pooled noise signal")
+    p.add_argument("--seed", type=int, default=0, help="random seed of noise choice and excerpts (default 0)")
+    p.add_argument("--noise-seconds", type=float, default=20.0,
+                   help="length of each pooled noise signal in seconds (default 20)")
     args = p.parse_args(argv)
     kinds = [k.strip() for k in args.noise.split(",") if k.strip()]
     try:
@@ -180,8 +186,13 @@ def main(argv: list[str] | None = None) -> int:
                                args.noise_seconds):
             print(path)
     except AVSRError as e:
+        if os.environ.get("AVSR_DEBUG"):
+            raise
         print(f"make_noisy: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # finished files are complete (atomic writes); nothing half-written stays
+        print("make_noisy: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

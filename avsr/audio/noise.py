@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -88,7 +89,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return (x / rms * 0.1 if rms > 0 else x).astype(np.float32)
 
 
-def _shaped(rng: np.random.Generator, n: int, sample_rate: int, gain_of_freq) -> np.ndarray:
+def _shaped(
+    rng: np.random.Generator, n: int, sample_rate: int, gain_of_freq: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Gaussian noise with amplitude spectrum ``gain_of_freq(f)`` (FFT shaping)."""
     spec = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n, 1.0 / sample_rate)

@@ -10,9 +10,7 @@ audio + video, audio only and video only.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
-import pytest
 import torch
 
 from avsr.models.avsr import IGNORE_ID, AVSRModel, build_model
@@ -124,16 +122,7 @@ def decode_all_modes(model: AVSRModel, batch: tuple[torch.Tensor, ...]) -> dict[
     return results
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny ops run fastest on one thread, and the CPU is shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_overfit_synthetic_utterances_all_modalities(one_thread: None) -> None:
+def test_overfit_synthetic_utterances_all_modalities() -> None:
     torch.manual_seed(0)
     batch = make_batch()
     # audio covers exactly one 640-sample step per video frame

@@ -106,7 +106,7 @@ def test_word_timestamps_with_sentencepiece_word_marker() -> None:
     tok = SentencePieceTokenizer.train(texts, vocab_size=40, model_type="bpe")
     ids = tok.encode("blue at now")
     path = []
-    for i, t in enumerate(ids):  # token i on frames 3i+1 and 3i+2, blanks between
+    for t in ids:  # the k-th token on frames 3k+1 and 3k+2, blanks between
         path += [0, t, t]
     path.append(0)
     lp = torch.nn.functional.one_hot(torch.tensor(path), tok.vocab_size).float().mul(10).log_softmax(-1)

@@ -561,13 +561,9 @@ def test_truncated_faststart_mp4_decodes_what_is_there(tmp_path: Path) -> None:
     data = full.read_bytes()
     cut = tmp_path / "fastcut.mp4"  # index first, media cut in half
     cut.write_bytes(data[: len(data) * 2 // 3])
-    try:
-        clip = io.read_av(cut)
-    except InputError as err:  # a clear error is also acceptable
-        assert str(cut) in str(err)
-    else:
-        assert 0 < len(clip.frames) < 50
-        np.testing.assert_array_equal(frame_index(clip.frames), np.arange(len(clip.frames)))
+    clip = io.read_av(cut)
+    assert 0 < len(clip.frames) < 50
+    np.testing.assert_array_equal(frame_index(clip.frames), np.arange(len(clip.frames)))
 
 
 def test_no_streams(tmp_path: Path) -> None:

@@ -145,7 +145,7 @@ def test_noise_bank_draws_excerpts():
         bank.sample(10, rng, "music")
 
 
-def test_make_noisy_tool_keeps_video_and_sets_snr(tmp_path):
+def test_make_noisy_tool_keeps_video_and_sets_snr(tmp_path, capsys):
     from avsr.data.synth import generate, read_manifest
     from avsr.io import read_av
 
@@ -173,3 +173,9 @@ def test_make_noisy_tool_keeps_video_and_sets_snr(tmp_path):
         assert measure_snr(src.audio[:n], noisy[:n] / scale - src.audio[:n]) == pytest.approx(snr, abs=0.5)
         assert Path(rows[0]["mouths"]).resolve() == Path(clean["mouths"]).resolve()
     assert tool.main([str(tmp_path / "missing.csv"), "--out", str(tmp_path), "--snr", "0"]) == 1
+    # a row whose clean audio file is gone is an error, not a silent switch to the video's sound track
+    broken = tmp_path / "clean" / "broken.csv"
+    broken.write_text(Path(manifest).read_text().replace(f"{clean['id']}.flac", "gone.flac"))
+    capsys.readouterr()
+    assert tool.main([str(broken), "--out", str(tmp_path / "noisy2"), "--snr", "0"]) == 1
+    assert capsys.readouterr().err.strip().endswith("gone.flac: no such audio file")

@@ -29,7 +29,7 @@ def test_kmeans_recovers_separated_clusters() -> None:
     rng = np.random.default_rng(0)
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=np.float32)
     utterances = []
-    for i in range(6):
+    for _ in range(6):
         ids = rng.integers(0, 3, size=40)
         utterances.append(centres[ids] + rng.normal(0, 0.1, size=(40, 2)).astype(np.float32))
     centroids = fit_kmeans(utterances, 3, pool=1, seed=0)

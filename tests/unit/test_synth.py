@@ -109,7 +109,7 @@ def test_word_times_agree_with_energy_onsets():
         speech = synthesize_speech(spec, np.random.default_rng(spec.seed), word_gap=25)
         assert [w for w, _, _ in speech.words] == list(spec.sentence.words)
         onsets = _onsets(speech.audio)
-        for word, start, end in speech.words:
+        for _word, start, end in speech.words:
             assert end > start
             errors.append(np.abs(onsets - start).min())
         assert len(speech.audio) == speech.num_frames * 640

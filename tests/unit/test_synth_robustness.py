@@ -212,8 +212,8 @@ def test_ctrl_c_stops_promptly_and_the_rerun_completes(tmp_path):
             "--seed", "9", "--processes", "2", "--quiet"]
     proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list((tmp_path / "valid").glob("*.json"))) < 3:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list((tmp_path / "valid").glob("*.json"))) < 3:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group, workers included
     try:
@@ -399,3 +399,15 @@ def test_make_noisy_on_a_full_face_manifest(tmp_path):
     m = min(len(out.audio), len(noisy))
     assert np.corrcoef(out.audio[:m], noisy[:m])[0, 1] > 0.98  # the mp4 carries the same noisy audio
     assert json.loads(json.dumps(row["words"])) == clean["words"]
+
+
+@pytest.mark.parametrize("words, duration", [('[["bin", 0.1', "1.0"), ("[]", "long")], ids=["json", "number"])
+def test_malformed_manifest_row_is_one_clear_error(tmp_path, words, duration):
+    path = tmp_path / "train.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "audio", "words", "duration"])
+        writer.writerow(["utt-1", "utt-1.flac", words, duration])
+    with pytest.raises(InputError) as info:
+        read_manifest(path)
+    assert info.value.path == str(path) and info.value.problem.startswith("malformed row 'utt-1'")

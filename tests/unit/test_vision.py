@@ -133,7 +133,11 @@ def test_similarity_is_least_squares_under_noise_and_batched_matches_single() ->
 
 def test_reference_layout_is_a_symmetric_upright_face() -> None:
     ref = {name: np.array(v[1:]) for name, v in REFERENCE.items()}
-    pairs = [("left_eye_outer", "right_eye_outer"), ("left_eye_inner", "right_eye_inner"), ("mouth_left", "mouth_right")]
+    pairs = [
+        ("left_eye_outer", "right_eye_outer"),
+        ("left_eye_inner", "right_eye_inner"),
+        ("mouth_left", "mouth_right"),
+    ]
     for left, right in pairs:
         np.testing.assert_allclose(ref[left] * [-1, 1], ref[right])
     assert ref["left_eye_outer"][1] < ref["nose_tip"][1] < ref["mouth_left"][1] < ref["chin"][1]  # y down

@@ -127,7 +127,9 @@ def _jpeg(frames: np.ndarray, quality: int) -> np.ndarray:
 
 
 APPEARANCE = {
-    "grayscale": lambda f: np.repeat(cv2.cvtColor(f.reshape(-1, f.shape[2], 3), cv2.COLOR_RGB2GRAY).reshape(f.shape[:3])[..., None], 3, -1),
+    "grayscale": lambda f: np.repeat(
+        cv2.cvtColor(f.reshape(-1, f.shape[2], 3), cv2.COLOR_RGB2GRAY).reshape(f.shape[:3])[..., None], 3, -1
+    ),
     "dark": lambda f: (f * 0.3).astype(np.uint8),
     "overexposed": lambda f: np.clip(f.astype(np.int16) + 80, 0, 255).astype(np.uint8),
     "low contrast": lambda f: (128 + (f.astype(np.float32) - 128) * 0.35).astype(np.uint8),

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def make_test_video(
     return os.fspath(path)
 
 
-def _timed(fn, *args, **kw) -> tuple[object, float]:
+def _timed(fn: Callable[..., object], *args: object, **kw: object) -> tuple[object, float]:
     t = time.perf_counter()
     out = fn(*args, **kw)
     return out, time.perf_counter() - t
@@ -195,6 +195,7 @@ def to_markdown(rows: list[dict], header: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table and save it; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", help="video to measure on (default: generate a 640x480 test video)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the generated video (default 20)")

@@ -53,6 +53,7 @@ def measure(num: int, procs: int, full_face: bool, seed: int) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the table and save it; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num", type=int, default=1000, help="crop-form utterances (default 1000)")
     parser.add_argument("--num-face", type=int, default=50, help="full-face utterances (0 to skip)")

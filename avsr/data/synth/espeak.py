@@ -29,7 +29,6 @@ espeakINITIALIZE_PHONEME_EVENTS = 0x0001
 espeakINITIALIZE_DONT_EXIT = 0x8000
 espeakCHARS_UTF8 = 1
 espeakPHONEMES = 0x100
-espeakENDPAUSE = 0x1000
 espeakRATE = 1
 espeakVOLUME = 2
 espeakPITCH = 3
@@ -41,10 +40,7 @@ EVENT_LIST_TERMINATED = 0
 EVENT_WORD = 1
 EVENT_SENTENCE = 2
 EVENT_END = 5
-EVENT_MSG_TERMINATED = 6
 EVENT_PHONEME = 7
-
-NATIVE_SAMPLE_RATE = 22050
 
 
 class _EventId(ctypes.Union):
@@ -139,7 +135,9 @@ class Espeak:
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         self._libc.srand.argtypes = [ctypes.c_uint]
 
-    def _on_audio(self, wav, numsamples: int, events) -> int:
+    def _on_audio(
+        self, wav: "ctypes._Pointer[ctypes.c_short]", numsamples: int, events: "ctypes._Pointer[_Event]"
+    ) -> int:
         """``t_espeak_callback``: collect samples and events; 0 = keep synthesising."""
         if numsamples > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
@@ -215,8 +213,7 @@ class Espeak:
         events = sorted(self._events, key=lambda e: e.time)
         return (wav.astype(np.float32) / 32768.0), events
 
-
-    def synth_isolated(self, text: str, **kwargs) -> tuple[np.ndarray, list[Event]]:
+    def synth_isolated(self, text: str, **kwargs: str | int) -> tuple[np.ndarray, list[Event]]:
         """:meth:`synth` in a forked child, so the result depends on the arguments only.
 
         eSpeak's waveform generator carries state (pitch phase, buffers) from one
@@ -256,6 +253,7 @@ class Espeak:
             _, status = os.waitpid(pid, 0)
         if not payload:
             raise RuntimeError(f"espeak child process died (status {status}) on {text!r}")
+        # trusted bytes: written by our own forked child into a private pipe (never a file)
         kind, result = pickle.loads(payload)
         if kind == "input":
             raise InputError(*result)

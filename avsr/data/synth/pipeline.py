@@ -386,7 +386,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
     """Read a SynthGRID manifest: JSON columns decoded, numbers parsed, paths made absolute.
 
     Raises:
-        InputError: missing file or columns.
+        InputError: missing file or columns, or a malformed value.
     """
     p = Path(path)
     if not p.is_file():
@@ -398,19 +398,27 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
             raise InputError(p, f"not a SynthGRID manifest (missing columns {sorted(missing)})")
         rows = list(reader)
     for row in rows:
-        for key in ("words", "phonemes"):
-            if key in row and row[key]:
-                row[key] = json.loads(row[key])
-        for key in ("duration", "fps"):
-            if row.get(key):
-                row[key] = float(row[key])
-        for key in ("num_frames", "sample_rate", "av_offset"):
-            if row.get(key):
-                row[key] = int(row[key])
+        try:
+            _parse_row(row)
+        except ValueError as e:  # json.JSONDecodeError is a ValueError too
+            raise InputError(p, f"malformed row {row.get('id')!r} ({e})") from None
         for key in ("audio", "mouths", "video"):
             if row.get(key):
                 row[key] = str((p.parent / row[key]).resolve())
     return rows
+
+
+def _parse_row(row: dict) -> None:
+    """Decode a manifest row's JSON and number columns in place (raises ``ValueError``)."""
+    for key in ("words", "phonemes"):
+        if key in row and row[key]:
+            row[key] = json.loads(row[key])
+    for key in ("duration", "fps"):
+        if row.get(key):
+            row[key] = float(row[key])
+    for key in ("num_frames", "sample_rate", "av_offset"):
+        if row.get(key):
+            row[key] = int(row[key])
 
 
 def generate(
