@@ -43,15 +43,20 @@ def _lips_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output .npz (arrays: mouths, found, fps)")
     p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
     p.add_argument("--size", type=int, default=96, help="crop size in pixels (default 96)")
+    p.add_argument("--preview", metavar="PNG", help="also save a contact sheet of the crops (red border: no face)")
 
 
 @_command("lips", "extract aligned grayscale mouth crops from a video")(_lips_args)
 def _lips_run(args: argparse.Namespace) -> int:
-    from avsr.vision import check_output, extract_mouths_from_file, save_mouths
+    from avsr.vision import check_output, extract_mouths_from_file, save_mouths, save_preview
 
-    check_output(args.output)  # a bad output path fails before the video is processed
+    for out in (args.output, args.preview):  # bad output paths fail before the video is processed
+        if out:
+            check_output(out)
     result = extract_mouths_from_file(args.video, fps=args.fps, size=args.size)
     save_mouths(args.output, result)
+    if args.preview:
+        save_preview(args.preview, result)
     n = len(result.found)
     print(
         f"{args.video}: {n} frames at {result.fps:g} fps, face found on "

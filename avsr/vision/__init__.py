@@ -41,6 +41,7 @@ __all__ = [
     "extract_mouths_from_file",
     "save_mouths",
     "load_mouths",
+    "save_preview",
     "check_output",
     "LandmarkDetector",
     "detect_landmarks",
@@ -265,6 +266,34 @@ def save_mouths(path: str | os.PathLike, track: MouthTrack) -> None:
             found=np.asarray(track.found, dtype=bool),
             fps=np.float64(track.fps),
         )
+    except OSError as e:
+        raise InputError(path, f"cannot write ({_os_problem(e)})") from None
+
+
+def save_preview(path: str | os.PathLike, track: MouthTrack, *, columns: int = 10, max_tiles: int = 50) -> None:
+    """Write a PNG contact sheet of a track's crops (green border: face found; red: interpolated).
+
+    Args:
+        path: output ``.png`` (parent folders are created; written atomically).
+        track: the crops to show; up to ``max_tiles`` frames, evenly spaced.
+        columns: tiles per row.
+        max_tiles: most frames shown.
+
+    Raises:
+        InputError: the file cannot be written.
+    """
+    import cv2
+
+    from avsr.utils import atomic_path
+    from avsr.vision.mouth import contact_sheet
+
+    check_output(path)
+    ok, png = cv2.imencode(".png", contact_sheet(track.mouths, track.found, columns=columns, max_tiles=max_tiles))
+    if not ok:  # pragma: no cover - PNG encoding of a uint8 image does not fail
+        raise InputError(path, "could not encode the preview image")
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png.tobytes())
     except OSError as e:
         raise InputError(path, f"cannot write ({_os_problem(e)})") from None
 

@@ -41,6 +41,7 @@ __all__ = [
     "CropResult",
     "center_crop",
     "random_crop",
+    "contact_sheet",
 ]
 
 #: Width of the reference mouth as a fraction of the crop side.
@@ -296,3 +297,45 @@ def random_crop(mouths: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     top = int(rng.integers(0, h - size + 1))
     left = int(rng.integers(0, w - size + 1))
     return mouths[..., top : top + size, left : left + size]
+
+
+def contact_sheet(mouths: np.ndarray, found: np.ndarray | None = None, *, columns: int = 10, max_tiles: int = 50) -> np.ndarray:
+    """Tile mouth crops into one picture, to check a track at a glance.
+
+    Frames are sampled evenly when there are more than ``max_tiles``. Frames
+    whose face was not found (interpolated crops) get a red border, the others
+    a green one, and each tile is labelled with its frame index.
+
+    Args:
+        mouths: ``(T, S, S)`` uint8 crops.
+        found: ``(T,)`` bool, or ``None`` (all found).
+        columns: tiles per row.
+        max_tiles: most tiles shown.
+
+    Returns:
+        ``(H, W, 3)`` uint8 BGR image (for ``cv2.imwrite``).
+
+    Example:
+        >>> sheet = contact_sheet(np.zeros((12, 96, 96), np.uint8), columns=5)
+        >>> sheet.shape
+        (300, 500, 3)
+    """
+    mouths = np.asarray(mouths)
+    if mouths.ndim != 3 or mouths.shape[0] == 0:
+        raise ValueError(f"mouths must be (T, S, S) with T > 0, got {mouths.shape}")
+    t = mouths.shape[0]
+    found = np.ones(t, bool) if found is None else np.asarray(found, bool)
+    picks = np.unique(np.linspace(0, t - 1, min(t, max_tiles)).round().astype(int))
+    border = 2
+    tiles = []
+    for i in picks:
+        tile = cv2.cvtColor(mouths[i], cv2.COLOR_GRAY2BGR)
+        colour = (0, 170, 0) if found[i] else (0, 0, 220)
+        tile = cv2.copyMakeBorder(tile, border, border, border, border, cv2.BORDER_CONSTANT, value=colour)
+        cv2.putText(tile, str(int(i)), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    columns = max(1, min(columns, len(tiles)))
+    blank = np.zeros_like(tiles[0])
+    tiles += [blank] * (-len(tiles) % columns)
+    rows = [np.concatenate(tiles[r : r + columns], axis=1) for r in range(0, len(tiles), columns)]
+    return np.concatenate(rows, axis=0)

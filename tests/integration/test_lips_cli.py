@@ -78,7 +78,8 @@ def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
 
 def test_avsr_lips_writes_mouth_crops(media, tmp_path) -> None:
     out = tmp_path / "lips" / "good.npz"
-    r = run_cli("lips", media["good.mp4"], "-o", out)
+    preview = tmp_path / "lips" / "good.png"
+    r = run_cli("lips", media["good.mp4"], "-o", out, "--preview", preview)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # mediapipe's native logging is kept quiet
     with np.load(out) as z:
@@ -88,6 +89,10 @@ def test_avsr_lips_writes_mouth_crops(media, tmp_path) -> None:
     assert mouths.shape == (n, 96, 96) and mouths.dtype == np.uint8
     assert found.dtype == bool and found.all() and fps == 25.0
     assert 30 < mouths.mean() < 225 and mouths.std() > 10  # an image, not a blank
+    sheet = cv2.imread(str(preview))
+    tiles = min(n, 50)
+    assert sheet.shape == (-(-tiles // 10) * 100, 1000, 3)  # 96 px tiles + 2 px borders, 10 per row
+    assert tuple(sheet[0, 50]) == (0, 170, 0)  # green border: face found
 
 
 @pytest.mark.parametrize(

@@ -300,3 +300,19 @@ def test_extract_mouths_from_file_streams_a_video(tmp_path, frames: np.ndarray) 
     assert len(result) == 25 and result.found.all() and result.fps == 25.0
     part = extract_mouths_from_file(video, start=0.4, end=0.8)
     assert len(part) == 10
+
+
+def test_contact_sheet_marks_interpolated_frames_and_samples_evenly() -> None:
+    from avsr.vision.mouth import contact_sheet
+
+    mouths = np.stack([np.full((96, 96), i, np.uint8) for i in range(120)])
+    found = np.ones(120, bool)
+    found[0] = False
+    sheet = contact_sheet(mouths, found, columns=8, max_tiles=16)
+    assert sheet.shape == (2 * 100, 8 * 100, 3)
+    assert tuple(sheet[0, 50]) == (0, 0, 220)  # first tile: frame 0, no face -> red border
+    assert tuple(sheet[0, 150]) == (0, 170, 0)  # second tile: found -> green
+    # 16 tiles spread evenly over 120 frames: the last tile shows the last frame
+    assert sheet[100 + 60, 7 * 100 + 60, 0] == 119
+    with pytest.raises(ValueError):
+        contact_sheet(np.zeros((0, 96, 96), np.uint8))
