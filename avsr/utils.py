@@ -54,6 +54,39 @@ def save_npz_atomic(path: str | os.PathLike, **arrays: object) -> None:
             np.savez_compressed(f, **arrays)
 
 
+def markdown_table(
+    rows: list[dict],
+    header: str = "",
+    *,
+    titles: dict[str, str] | None = None,
+    formats: dict[str, str] | None = None,
+    right: tuple[str, ...] = (),
+) -> str:
+    """Render rows (dicts with the same keys) as a markdown table.
+
+    Args:
+        rows: one dict a row; the first row's keys are the columns, in order.
+        header: text put above the table (followed by a blank line), if any.
+        titles: column titles by key (default: the key itself).
+        formats: format specs by key, e.g. ``{"seconds": ".2f"}``.
+        right: keys of right-aligned (numeric) columns.
+
+    Example:
+        >>> print(markdown_table([{"name": "a", "fps": 12.345}], formats={"fps": ".1f"}, right=("fps",)), end="")
+        | name | fps |
+        |---|---:|
+        | a | 12.3 |
+    """
+    titles, formats = titles or {}, formats or {}
+    keys = list(rows[0]) if rows else []
+    lines = [header, ""] if header else []
+    lines.append("| " + " | ".join(titles.get(k, k) for k in keys) + " |")
+    lines.append("|" + "".join("---:|" if k in right else "---|" for k in keys))
+    for r in rows:
+        lines.append("| " + " | ".join(format(r[k], formats.get(k, "")) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def save_table(out_dir: str | os.PathLike, name: str, markdown: str, rows: list[dict]) -> tuple[Path, Path]:
     """Save a results table as ``OUT/NAME.md`` (the markdown) and ``OUT/NAME.csv`` (the rows).
 

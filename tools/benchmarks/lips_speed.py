@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from avsr.io import iter_frames_at, probe, write_av  # noqa: E402
-from avsr.utils import save_table  # noqa: E402
+from avsr.utils import markdown_table, save_table  # noqa: E402
 from avsr.vision import LandmarkDetector, extract_mouths_from_file  # noqa: E402
 
 
@@ -184,16 +184,6 @@ def run(video: str, fps: float, procs: int) -> list[dict]:
     return rows
 
 
-def to_markdown(rows: list[dict], header: str) -> str:
-    """Markdown table of the rows, preceded by ``header`` lines."""
-    lines = [header, "", "| setting | processes | frames | seconds | frames/s |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(
-            f"| {r['setting']} | {r['processes']} | {r['frames']} | {r['seconds']:.2f} | {r['frames_per_s']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and save it; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -213,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({info['width']}x{info['height']}, {info['fps']:g} fps, {info['codec']}); "
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}."
     )
-    table = to_markdown(rows, header)
+    table = markdown_table(
+        rows, header, titles={"frames_per_s": "frames/s"}, formats={"seconds": ".2f", "frames_per_s": ".1f"},
+        right=("processes", "frames", "seconds", "frames_per_s"),
+    )
     print(table)
     md_path, csv_path = save_table(args.out, "lips_speed", table, rows)
     print(f"saved {md_path} and {csv_path}")

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 
 from avsr.decoding import greedy_attention, greedy_ctc, joint_beam_search  # noqa: E402
 from avsr.models.avsr import AVSRModel, avsr_tiny  # noqa: E402
-from avsr.utils import save_table  # noqa: E402
+from avsr.utils import markdown_table, save_table  # noqa: E402
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -176,13 +176,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def to_markdown(rows: list[dict], header: str) -> str:
-    """The rows as a markdown table under ``header``."""
-    lines = [header, "", "| measure | setting | value | unit |", "|---|---|---:|---|"]
-    lines += [f"| {r['measure']} | {r['setting']} | {r['value']} | {r['unit']} |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and save it; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
@@ -207,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{platform.machine()}, torch {torch.__version__}, Python {platform.python_version()}. "
         f"Untrained model: outputs run to the cap of {args.max_len_ratio:g} tokens/frame."
     )
-    table = to_markdown(rows, header)
+    table = markdown_table(rows, header, right=("value",))
     print(table)
     md_path, csv_path = save_table(args.out, "model_speed", table, rows)
     print(f"saved {md_path} and {csv_path}")

@@ -27,7 +27,7 @@ from typing import Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from avsr.data.synth import generate, read_manifest  # noqa: E402
-from avsr.utils import save_table  # noqa: E402
+from avsr.utils import markdown_table, save_table  # noqa: E402
 
 
 def measure(num: int, procs: int, full_face: bool, seed: int) -> dict:
@@ -65,18 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [measure(args.num, args.procs, False, args.seed)]
     if args.num_face > 0:
         rows.append(measure(args.num_face, args.procs, True, args.seed))
-    cols = list(rows[0])
-    lines = [
+    header = (
         f"SynthGRID generation speed ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {args.procs} processes)",
-        "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
-    ] + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    table = "\n".join(lines)
-    print(table)
+        f"{os.cpu_count()} CPUs, {args.procs} processes)"
+    )
+    table = markdown_table(rows, header)
+    print(table, end="")
     print(f"\ncrop form: {rows[0]['utt_per_s']} utterances/s")
-    md_path, csv_path = save_table(args.out, "synth_speed", table, [{c: r[c] for c in cols} for r in rows])
+    md_path, csv_path = save_table(args.out, "synth_speed", table, rows)
     print(f"saved {md_path} and {csv_path}")
     return 0
 
