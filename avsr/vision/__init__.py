@@ -32,7 +32,7 @@ import numpy as np
 
 from avsr.errors import InputError
 from avsr.vision.align import fill_gaps, similarity_transform, smooth
-from avsr.vision.landmarks import LandmarkDetector, detect_landmarks
+from avsr.vision.landmarks import LandmarkDetector, detect_landmarks, detector_for_video
 from avsr.vision.mouth import MouthCropper, center_crop, random_crop
 
 __all__ = [
@@ -91,16 +91,9 @@ def _run(
         ``(result, frames_seen)``; ``result`` is ``None`` if no face was found.
     """
     cropper = MouthCropper(size=size, smooth_window=smooth_window)
-    owned = detector is None
-    det = LandmarkDetector() if detector is None else detector
-    try:
-        if not owned:
-            det.reset()
+    with detector_for_video(detector) as det:
         for frame in frames:
             cropper.push(frame, det(frame))
-    finally:
-        if owned:
-            det.close()
     res = cropper.finish()
     n = len(res.found)
     if not res.found.any():

@@ -41,7 +41,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype")
 
-__all__ = ["NUM_LANDMARKS", "LandmarkDetector", "detect_landmarks"]
+__all__ = ["NUM_LANDMARKS", "LandmarkDetector", "detector_for_video", "detect_landmarks"]
 
 #: Number of points in mediapipe's face mesh without iris refinement.
 NUM_LANDMARKS = 468
@@ -350,6 +350,24 @@ class LandmarkDetector:
         return int(score.argmax())
 
 
+@contextlib.contextmanager
+def detector_for_video(detector: LandmarkDetector | None = None) -> Iterator[LandmarkDetector]:
+    """A detector ready for a new video: ``detector`` reset, or a new one closed on exit.
+
+    Args:
+        detector: a detector to reuse (its owner closes it), or ``None``.
+
+    Returns:
+        Context manager yielding the :class:`LandmarkDetector` to call.
+    """
+    if detector is None:
+        with LandmarkDetector() as det:
+            yield det
+    else:
+        detector.reset()
+        yield detector
+
+
 def detect_landmarks(frames: Iterable[np.ndarray], detector: LandmarkDetector | None = None) -> np.ndarray:
     """Landmarks of the followed face on every frame of one video.
 
@@ -365,17 +383,10 @@ def detect_landmarks(frames: Iterable[np.ndarray], detector: LandmarkDetector | 
     """
     rows: list[np.ndarray] = []
     missing = np.full((NUM_LANDMARKS, 2), np.nan, np.float32)
-    owned = detector is None
-    det = LandmarkDetector() if detector is None else detector
-    try:
-        if not owned:
-            det.reset()
+    with detector_for_video(detector) as det:
         for frame in frames:
             points = det(frame)
             rows.append(missing if points is None else points)
-    finally:
-        if owned:
-            det.close()
     if not rows:
         return np.empty((0, NUM_LANDMARKS, 2), np.float32)
     return np.stack(rows)
