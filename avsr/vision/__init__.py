@@ -81,11 +81,12 @@ class MouthTrack:
 
 def _run(
     frames: Iterable[np.ndarray],
+    fps: float,
     size: int,
     smooth_window: int,
     detector: LandmarkDetector | None,
 ) -> tuple[MouthTrack | None, int]:
-    """Landmarks + crops over a stream of constant-rate frames.
+    """Landmarks + crops over a stream of frames at a constant ``fps``.
 
     Returns:
         ``(result, frames_seen)``; ``result`` is ``None`` if no face was found.
@@ -98,7 +99,7 @@ def _run(
     n = len(res.found)
     if not res.found.any():
         return None, n
-    return MouthTrack(res.mouths, res.found, 0.0, res.landmarks, res.transforms), n
+    return MouthTrack(res.mouths, res.found, float(fps), res.landmarks, res.transforms), n
 
 
 def extract_mouths(
@@ -143,10 +144,9 @@ def extract_mouths(
         index = resample_indices(timestamps, fps)
     else:
         index = np.arange(frames.shape[0])
-    track, _ = _run((frames[i] for i in index), size, smooth_window, detector)
+    track, _ = _run((frames[i] for i in index), fps, size, smooth_window, detector)
     if track is None:
         raise InputError(None, "no face found in any frame")
-    track.fps = float(fps)
     return track
 
 
@@ -186,12 +186,11 @@ def extract_mouths_from_file(
 
     p = os.fspath(path)
     frames = (frame for frame, _ in iter_frames_at(p, fps, start=start, end=end))
-    track, n = _run(frames, size, smooth_window, detector)
+    track, n = _run(frames, fps, size, smooth_window, detector)
     if n == 0:
         raise InputError(p, "no video frames")
     if track is None:
         raise InputError(p, "no face found in any frame")
-    track.fps = float(fps)
     return track
 
 
