@@ -297,9 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from avsr.vision import check_output
 
+    failures_csv = Path(args.failures or Path(args.output_dir) / "failures.csv")
     try:
         jobs = list_jobs(args.source, args.output_dir, args.ext)
-        check_output(Path(args.failures or Path(args.output_dir) / "failures.csv"))  # fail before any work
+        check_output(failures_csv)  # fail before any work
     except InputError as e:
         if os.environ.get("AVSR_DEBUG"):
             raise
@@ -327,7 +328,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     elapsed = time.perf_counter() - t0
 
-    failures_csv = Path(args.failures or Path(args.output_dir) / "failures.csv")
     rate = f", {frames / elapsed:.0f} frames/s" if frames and elapsed > 0 else ""
     print(f"done {done}, skipped {skipped}, failed {len(failures)} in {elapsed:.1f} s{rate}", file=sys.stderr)
     if failures:
