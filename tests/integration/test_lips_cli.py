@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,25 +13,12 @@ import av
 import cv2
 import numpy as np
 import pytest
-from skimage import data
 
 from avsr.io import write_av
 from avsr.vision import load_mouths
+from vision_fixtures import load_extract_lips, talking_face
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def talking_face(n: int = 40, size: tuple[int, int] = (256, 224)) -> np.ndarray:
-    """Astronaut face swaying a little: ``uint8 (n, H, W, 3)``."""
-    face = data.astronaut()
-    width, height = size
-    frames = np.empty((n, height, width, 3), np.uint8)
-    for i in range(n):
-        phase = 2 * np.pi * i / n
-        m = cv2.getRotationMatrix2D((225.0, 140.0), 5 * np.sin(phase), 0.6)
-        m[:, 2] += (width / 2 + 15 * np.sin(phase) - 225.0, height / 2 - 140.0)
-        frames[i] = cv2.warpAffine(face, m, (width, height), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
-    return frames
 
 
 def video_without_frames(path: Path) -> None:
@@ -56,7 +42,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("media")
     names = ["good.mp4", "empty.mp4", "text.mp4", "truncated.mp4", "audio_only.m4a", "no_frames.mkv", "no_face.mp4"]
     files = {name: d / name for name in names}
-    write_av(files["good.mp4"], talking_face(), 30.0)
+    write_av(files["good.mp4"], talking_face(40, (256, 224), turn=5, scale=0.6, sway=15), 30.0)
     files["empty.mp4"].write_bytes(b"")
     files["text.mp4"].write_text("this is not a video\n")
     raw = files["good.mp4"].read_bytes()
@@ -118,16 +104,8 @@ def test_avsr_lips_bad_input_is_one_line(media, tmp_path, name: str, problem: st
 
 
 # ------------------------------------------------------------------ extract_lips
-def load_tool():
-    spec = importlib.util.spec_from_file_location("extract_lips", ROOT / "tools" / "extract_lips.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["extract_lips"] = module  # worker processes import it by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_extract_lips_over_a_folder_resumes_and_reports_failures(media, tmp_path, capsys) -> None:
-    tool = load_tool()
+    tool = load_extract_lips()
     corpus, out = tmp_path / "corpus", tmp_path / "lips"
     (corpus / "spk1").mkdir(parents=True)
     (corpus / "spk1" / "a.mp4").write_bytes(media["good.mp4"].read_bytes())
@@ -158,7 +136,7 @@ def test_extract_lips_over_a_folder_resumes_and_reports_failures(media, tmp_path
 
 
 def test_extract_lips_manifest_with_ids(media, tmp_path, capsys) -> None:
-    tool = load_tool()
+    tool = load_extract_lips()
     manifest = tmp_path / "list.csv"
     manifest.write_text(f"id,video\nspk/utt1,{media['good.mp4']}\n")
     assert tool.main([str(manifest), "-o", str(tmp_path / "out"), "--jobs", "1"]) == 0

@@ -30,26 +30,13 @@ from avsr.vision.align import (
     similarity_transforms,
 )
 from avsr.vision.mouth import MouthCropper, warp_mouth
-
-FACE_CENTRE = (225.0, 140.0)  # astronaut's face in skimage's 512x512 image
-
-
-def talking_face(n: int = 45, size: tuple[int, int] = (288, 240)) -> np.ndarray:
-    """Astronaut face moving, turning and zooming a little: ``uint8 (n, H, W, 3)``."""
-    face = data.astronaut()
-    width, height = size
-    frames = np.empty((n, height, width, 3), np.uint8)
-    for i in range(n):
-        phase = 2 * np.pi * i / n
-        m = cv2.getRotationMatrix2D(FACE_CENTRE, 7 * np.sin(phase), 0.62 + 0.08 * np.sin(2 * phase))
-        m[:, 2] += (width / 2 + 28 * np.sin(phase) - FACE_CENTRE[0], height / 2 + 14 * np.cos(phase) - FACE_CENTRE[1])
-        frames[i] = cv2.warpAffine(face, m, (width, height), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
-    return frames
+from vision_fixtures import talking_face
 
 
 @pytest.fixture(scope="module")
 def frames() -> np.ndarray:
-    return talking_face()
+    """Astronaut face moving, turning and zooming a little: ``uint8 (45, 240, 288, 3)``."""
+    return talking_face(45, (288, 240), turn=7, scale=0.62, zoom=0.08, sway=28, bob=14)
 
 
 @pytest.fixture(scope="module")

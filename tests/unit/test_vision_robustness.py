@@ -33,9 +33,9 @@ from avsr.vision import (
     save_mouths,
 )
 from avsr.vision.align import LIP_INDICES, apply_transform
+from vision_fixtures import FACE_CENTRE, load_extract_lips
 
 FACE = data.astronaut()
-FACE_CENTRE = (225.0, 140.0)  # of the astronaut's face in the 512x512 photo
 CENTRE = 47.5  # centre of a 96x96 crop
 
 
@@ -390,24 +390,11 @@ def test_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
         extract_mouths_from_file(fifo)
 
 
-def _load_extract_lips():
-    """tools/extract_lips.py as a module."""
-    import importlib.util
-    import sys
-
-    path = Path(__file__).resolve().parents[2] / "tools" / "extract_lips.py"
-    spec = importlib.util.spec_from_file_location("extract_lips_robustness", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_extract_lips_worker_stops_at_ctrl_c(tmp_path: Path, monkeypatch) -> None:
     """Ctrl-C reaches every worker: the current video is abandoned (no output) and the
     videos already queued to the worker are refused at once, instead of each being
     processed to the end before the tool can exit."""
-    tool = _load_extract_lips()
+    tool = load_extract_lips()
     monkeypatch.setattr(tool, "_IN_POOL", True)
     monkeypatch.setattr(tool, "_DETECTOR", object())
     import avsr.vision
