@@ -1240,54 +1240,59 @@ def _encode_all(
         else:
             v_pts = np.arange(frames.shape[0], dtype=np.int64)
         v_times = v_pts * float(time_base)
-    block = _AUDIO_BLOCK
-    a_starts = range(0, samples.shape[0], block) if astream is not None and samples is not None else range(0)
-    a_iter = iter(a_starts)
-    a_next = next(a_iter, None)
+    audio = _AudioFeed(container, astream, samples, sample_rate) if astream is not None else None
     for i in range(len(v_pts)):
-        while a_next is not None and a_next / sample_rate <= v_times[i]:
-            _encode_audio_block(container, astream, samples, a_next, block, sample_rate)
-            a_next = next(a_iter, None)
+        if audio is not None:
+            audio.until(v_times[i])
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
         frame.pts = int(v_pts[i])
         frame.time_base = vstream.codec_context.time_base
         container.mux(vstream.encode(frame))
-    while a_next is not None:
-        _encode_audio_block(container, astream, samples, a_next, block, sample_rate)
-        a_next = next(a_iter, None)
+    if audio is not None:
+        audio.until(math.inf)
     if vstream is not None:
         container.mux(vstream.encode(None))
     if astream is not None:
         container.mux(astream.encode(None))
 
 
-def _encode_audio_block(
-    container: av.container.OutputContainer,
-    stream: av.audio.stream.AudioStream,
-    samples: np.ndarray,
-    offset: int,
-    block: int,
-    sample_rate: int,
-    pts_offset: int = 0,
-) -> None:
-    """Encode ``samples[offset : offset + block]`` (PyAV converts to the encoder's format/rate).
+class _AudioFeed:
+    """Encodes audio into its stream block by block as the video clock passes it, so the streams interleave.
 
     Args:
         container: output container.
         stream: the audio stream to encode into.
-        samples: ``float32 (N, C)`` samples.
-        offset: index of the block's first sample.
-        block: samples per block.
+        samples: ``float32 (N, C)`` samples (``N > 0``).
         sample_rate: rate of ``samples`` in Hz.
-        pts_offset: time of ``samples[0]`` in samples of ``sample_rate`` (0: the file's start).
+        lead: time of ``samples[0]`` in samples of ``sample_rate`` (0: the file's start).
     """
-    layout = "mono" if samples.shape[1] == 1 else "stereo"
-    data = np.ascontiguousarray(samples[offset : offset + block].T)
-    frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=layout)
-    frame.sample_rate = int(sample_rate)
-    frame.pts = offset + pts_offset
-    frame.time_base = Fraction(1, int(sample_rate))
-    container.mux(stream.encode(frame))
+
+    def __init__(
+        self,
+        container: av.container.OutputContainer,
+        stream: av.audio.stream.AudioStream,
+        samples: np.ndarray,
+        sample_rate: int,
+        lead: int = 0,
+    ):
+        self._container, self._stream, self._samples = container, stream, samples
+        self._rate, self._lead = int(sample_rate), lead
+        self._layout = "mono" if samples.shape[1] == 1 else "stereo"
+        self._offset = 0  # index of the first sample not encoded yet
+
+    def until(self, t: float) -> None:
+        """Encode every block that starts at or before ``t`` seconds (``math.inf``: all that are left).
+
+        PyAV converts each block to the encoder's format and rate.
+        """
+        while self._offset < self._samples.shape[0] and (self._offset + self._lead) / self._rate <= t:
+            data = np.ascontiguousarray(self._samples[self._offset : self._offset + _AUDIO_BLOCK].T)
+            frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=self._layout)
+            frame.sample_rate = self._rate
+            frame.pts = self._offset + self._lead
+            frame.time_base = Fraction(1, self._rate)
+            self._container.mux(self._stream.encode(frame))
+            self._offset += _AUDIO_BLOCK
 
 
 # ------------------------------------------------------------------ replacing audio
@@ -1469,24 +1474,18 @@ def _remux_with_audio(
     aout = _add_audio_stream(target, out, ext, audio_codec, sample_rate, samples.shape[1])
     _start_muxing(target, ext, out, [f"{codec} video", f"{aout.codec_context.codec.name} audio"])
     time_base = float(vs.time_base) if vs.time_base else 0.0
-    blocks = iter(range(0, samples.shape[0], _AUDIO_BLOCK))
-    next_block = next(blocks, None)
+    audio = _AudioFeed(out, aout, samples, sample_rate, lead)
     packets = _copied_packets(source, container, vs, display_clock=ext == ".avi")
     copied = 0
     try:
         for packet in (packets if annexb is None else _filtered(packets, annexb)):
             copied += 1
-            packet_time = packet.dts * time_base
-            while next_block is not None and (next_block + lead) / sample_rate <= packet_time:
-                _encode_audio_block(out, aout, samples, next_block, _AUDIO_BLOCK, sample_rate, lead)
-                next_block = next(blocks, None)
+            audio.until(packet.dts * time_base)
             packet.stream = vout
             out.mux(packet)
         if not copied:
             raise InputError(source, "no video frames")
-        while next_block is not None:
-            _encode_audio_block(out, aout, samples, next_block, _AUDIO_BLOCK, sample_rate, lead)
-            next_block = next(blocks, None)
+        audio.until(math.inf)
         out.mux(aout.encode(None))
     except av.FFmpegError as err:
         raise InputError(target, f"cannot write {codec} video into {ext or 'this'} container ({err})") from None
