@@ -1036,13 +1036,7 @@ def write_av(
     if video is not None and (not fps or fps <= 0):
         raise InputError(p, f"bad frame rate {fps!r}")
     with atomic_path(p) as tmp:
-        # AVI has a constant-rate chunk clock: shifting all streams to hide an audio
-        # encoder's negative start (MP3 priming) would insert empty video frames.
-        options = {"avoid_negative_ts": "disabled"} if ext == ".avi" else {}
-        try:
-            container = av.open(os.fspath(tmp), mode="w", options=options)
-        except _MEDIA_ERRORS as err:
-            raise InputError(p, f"cannot write this container ({err})") from None
+        container = _open_output(tmp, p, ext)
         try:
             vstream = astream = None
             if video is not None:
@@ -1059,6 +1053,29 @@ def write_av(
                 raise InputError(p, f"cannot encode into {ext or 'this'} container ({err})") from None
         finally:
             container.close()
+
+
+def _open_output(tmp: str | os.PathLike, path: str, ext: str) -> av.container.OutputContainer:
+    """Open the temporary file ``tmp`` for writing the container that ``ext`` names.
+
+    Args:
+        tmp: temporary file to write (its suffix picks the container).
+        path: the final output file, for messages.
+        ext: its suffix (lower case).
+
+    Returns:
+        An open PyAV output container.
+
+    Raises:
+        InputError: this FFmpeg build cannot write the container.
+    """
+    # AVI has a constant-rate chunk clock: shifting all streams to hide an audio
+    # encoder's negative start (MP3 priming) would insert empty video frames.
+    options = {"avoid_negative_ts": "disabled"} if ext == ".avi" else {}
+    try:
+        return av.open(os.fspath(tmp), mode="w", options=options)
+    except _MEDIA_ERRORS as err:
+        raise InputError(path, f"cannot write this container ({err})") from None
 
 
 def _start_muxing(path: str, ext: str, container: av.container.OutputContainer, names: list[str]) -> None:
@@ -1367,11 +1384,7 @@ def replace_audio(
         if vs is None:
             raise InputError(source, "no video stream")
         with atomic_path(target) as tmp:
-            options = {"avoid_negative_ts": "disabled"} if ext == ".avi" else {}  # as in write_av
-            try:
-                out = av.open(os.fspath(tmp), mode="w", options=options)
-            except _MEDIA_ERRORS as err:
-                raise InputError(target, f"cannot write this container ({err})") from None
+            out = _open_output(tmp, target, ext)
             try:
                 _remux_with_audio(source, target, ext, container, vs, out, samples, int(sample_rate), lead,
                                   audio_codec)
