@@ -561,13 +561,13 @@ def iter_frames_at(
     ready: tuple[_Shown, float] | None = None  # decided output, yielded one step late
     first_t = last_t = None
     n_seen = 0
-    limit = None if end is None or t0 is None else round((end - t0) * fps)
+    limit: int | None = None  # number of outputs, when `end` fixes it
     for frame, t in _raw_video(p, start, None, from_keyframe=True, rgb=False):
         img = _Shown(frame)
-        if t0 is None:
-            t0 = t
+        if first_t is None:  # the first frame fixes the output clock
+            first_t = t
+            t0 = t if t0 is None else t0
             limit = None if end is None else round((end - t0) * fps)
-        first_t = t if first_t is None else first_t
         last_t, n_seen = t, n_seen + 1
         while limit is None or k < limit:
             tk = t0 + k / fps
