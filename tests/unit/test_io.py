@@ -66,6 +66,37 @@ def errors_of(fn, *args, **kw) -> InputError:
     return info.value
 
 
+def write_h264(
+    path: Path,
+    frames: np.ndarray,
+    *,
+    rotation: int = 0,
+    stream_options: dict | None = None,
+    container_options: dict | None = None,
+) -> None:
+    """Encode ``uint8 (n, H, W, 3)`` frames as 25 fps H.264 with PyAV directly, for files ``write_av`` does not make.
+
+    Args:
+        path: output file; its suffix picks the container.
+        frames: the frames, shown at ``i / 25`` s.
+        rotation: display rotation in degrees stored in the stream (0: none).
+        stream_options: encoder options (e.g. ``{"bf": "3"}``).
+        container_options: muxer options (e.g. ``{"movflags": "faststart"}``).
+    """
+    with av.open(str(path), "w", options=container_options) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if stream_options:
+            stream.options = stream_options
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
 # ------------------------------------------------------------------ round trips
 
 
@@ -219,17 +250,9 @@ def test_grayscale_odd_size_is_padded(tmp_path: Path) -> None:
 
 def test_display_rotation_is_applied(tmp_path: Path) -> None:
     path = tmp_path / "phone.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.set_display_rotation(90)
-        for i in range(3):
-            img = np.zeros((H, W, 3), dtype=np.uint8)
-            img[:12, :12] = 255  # top-left marker
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 25)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    images = np.zeros((3, H, W, 3), dtype=np.uint8)
+    images[:, :12, :12] = 255  # top-left marker
+    write_h264(path, images, rotation=90)
     frames = io.read_av(path).frames
     assert frames.shape == (3, W, H, 3)  # upright: a quarter turn swaps height and width
     rows, cols = np.nonzero(frames[0, ..., 0] > 128)
@@ -239,15 +262,7 @@ def test_display_rotation_is_applied(tmp_path: Path) -> None:
 def test_avi_with_b_frames_has_display_times(tmp_path: Path) -> None:
     path = tmp_path / "bframes.avi"
     n = 30
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"bf": "3", "preset": "veryfast"}
-        for i, img in enumerate(flat_frames(n)):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 25)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_h264(path, flat_frames(n), stream_options={"bf": "3", "preset": "veryfast"})
     clip = io.read_av(path)
     np.testing.assert_array_equal(frame_index(clip.frames), np.arange(n))
     np.testing.assert_allclose(clip.timestamps, np.arange(n) / 25, atol=1e-6)
@@ -550,14 +565,7 @@ def test_truncated_mp4(tmp_path: Path) -> None:
 
 def test_truncated_faststart_mp4_decodes_what_is_there(tmp_path: Path) -> None:
     full = tmp_path / "fast.mp4"
-    with av.open(str(full), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for i, img in enumerate(flat_frames(50)):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 25)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_h264(full, flat_frames(50), container_options={"movflags": "faststart"})
     data = full.read_bytes()
     cut = tmp_path / "fastcut.mp4"  # index first, media cut in half
     cut.write_bytes(data[: len(data) * 2 // 3])
@@ -712,15 +720,7 @@ def test_replace_audio_keeps_variable_frame_times_and_rotation(tmp_path: Path) -
     np.testing.assert_allclose(after.timestamps, times, atol=1e-4)
 
     phone = tmp_path / "phone.mp4"
-    with av.open(str(phone), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.set_display_rotation(90)
-        for i, img in enumerate(noisy_frames(3, 0)):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 25)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_h264(phone, noisy_frames(3, 0), rotation=90)
     io.replace_audio(phone, tmp_path / "phone.mkv", np.zeros(2000, np.float32))
     before, after = io.read_av(phone), io.read_av(tmp_path / "phone.mkv")
     assert after.frames.shape == (3, W, H, 3) and np.array_equal(after.frames, before.frames)  # still upright
@@ -748,15 +748,7 @@ def test_replace_audio_errors(tmp_path: Path) -> None:
     assert "unknown audio codec" in errors_of(io.replace_audio, src, tmp_path / "out.mkv", audio,
                                               audio_codec="nope").problem
     bframes = tmp_path / "bframes.avi"  # AVI keeps decode times only: B-frames' display order is lost
-    with av.open(str(bframes), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"bf": "3", "preset": "veryfast"}
-        for i, img in enumerate(flat_frames(10)):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 25)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_h264(bframes, flat_frames(10), stream_options={"bf": "3", "preset": "veryfast"})
     err = errors_of(io.replace_audio, bframes, tmp_path / "out.mp4", audio)
     assert "B-frames" in err.problem and str(bframes) in str(err)
     names = sorted(p.name for p in tmp_path.iterdir())
