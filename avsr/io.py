@@ -644,18 +644,7 @@ def resample_indices(
         >>> resample_indices(np.arange(6) / 30.0, 25.0).tolist()
         [0, 1, 2, 3, 4]
     """
-    ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if ts.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    start = float(ts[0]) if t0 is None else float(t0)
-    if duration is None:
-        duration = float(ts[-1]) + _frame_interval(ts, fps) - start
-    n_out = max(0, int(round(duration * fps)))
-    times = start + np.arange(n_out, dtype=np.float64) / fps
-    idx = np.searchsorted(ts, times + _EPS, side="right") - 1
-    return np.clip(idx, 0, ts.size - 1).astype(np.int64)
+    return _resample(timestamps, fps, t0, duration)[0]
 
 
 def resample_video(
@@ -677,10 +666,31 @@ def resample_video(
     ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
     if len(frames) != ts.size:
         raise ValueError(f"{len(frames)} frames but {ts.size} timestamps")
-    idx = resample_indices(ts, fps, **kw)
-    t0 = kw.get("t0")
-    start = (float(ts[0]) if ts.size else 0.0) if t0 is None else float(t0)
-    return np.asarray(frames)[idx], start + np.arange(idx.size, dtype=np.float64) / fps
+    idx, times = _resample(ts, fps, **kw)
+    return np.asarray(frames)[idx], times
+
+
+def _resample(
+    timestamps: np.ndarray, fps: float, t0: float | None = None, duration: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The work of :func:`resample_indices` (same arguments), also giving the output times.
+
+    Returns:
+        ``(indices, times)``: ``int64 (T_out,)`` source frame of each output and
+        ``float64 (T_out,)`` output times ``t0 + k / fps``.
+    """
+    ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if ts.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    start = float(ts[0]) if t0 is None else float(t0)
+    if duration is None:
+        duration = float(ts[-1]) + _frame_interval(ts, fps) - start
+    n_out = max(0, int(round(duration * fps)))
+    times = start + np.arange(n_out, dtype=np.float64) / fps
+    idx = np.searchsorted(ts, times + _EPS, side="right") - 1
+    return np.clip(idx, 0, ts.size - 1).astype(np.int64), times
 
 
 # ------------------------------------------------------------------ audio decoding
