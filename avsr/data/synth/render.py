@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from avsr.errors import InputError
+from avsr.vision.mouth import MOUTH_FRACTION
 
 __all__ = [
     "CROP_SIZE", "MouthStyle", "Nuisance", "FacePhoto", "mouth_geometry", "draw_mouth", "render_crops", "render_face",
@@ -38,7 +39,6 @@ __all__ = [
 
 #: Side of the mouth crop (pixels).
 CROP_SIZE = 96
-_MOUTH_FRACTION = 0.45  # rest mouth width / crop side, as in avsr.vision.mouth
 _N = 17  # points per lip curve
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon drawing
 _XS = np.linspace(-1.0, 1.0, _N)
@@ -284,7 +284,7 @@ def render_crops(
     Returns:
         ``uint8 (T, size, size, 3)`` RGB crops.
     """
-    unit = _MOUTH_FRACTION * size / 2.0 * style.scale  # pixels per mouth unit
+    unit = MOUTH_FRACTION * size / 2.0 * style.scale  # pixels per mouth unit
     c = (size - 1) / 2.0
     background = _background(style, size, unit, np.array([c, c - 0.05 * unit]))
     motion = _head_motion(rng, len(track), nuisance) * np.array([size / 96.0, size / 96.0, 1.0, 1.0])
@@ -484,7 +484,7 @@ def load_face(path: str | None) -> FacePhoto:
 
 def face_scale(face: FacePhoto) -> float:
     """Photo pixels per 96x96-crop pixel around the mouth."""
-    return face.half_width / (_MOUTH_FRACTION * CROP_SIZE / 2.0)
+    return face.half_width / (MOUTH_FRACTION * CROP_SIZE / 2.0)
 
 
 def render_face(
