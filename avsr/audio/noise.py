@@ -26,7 +26,6 @@ speech-active samples (:func:`speech_activity`) is exactly the one asked for.
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Callable
 
 import numpy as np
@@ -108,9 +107,7 @@ def _speech_spectrum(f: np.ndarray) -> np.ndarray:
 
 
 def _babble(rng: np.random.Generator, n: int, sample_rate: int, split: str) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    from avsr.data.synth.espeak import get_engine
+    from avsr.data.synth.espeak import get_engine, resample
 
     engine = get_engine()
     voices = BABBLE_VOICES[split]
@@ -125,9 +122,7 @@ def _babble(rng: np.random.Generator, n: int, sample_rate: int, split: str) -> n
                 text, voice=voice, rate=int(rng.integers(140, 210)), pitch=int(rng.integers(20, 80)),
                 seed=int(rng.integers(2**31)),
             )
-            sr = engine.sample_rate
-            g = math.gcd(sample_rate, sr)
-            speech = resample_poly(wav.astype(np.float64), sample_rate // g, sr // g) if sr != sample_rate else wav
+            speech = resample(wav, engine.sample_rate, sample_rate)
             pause = np.zeros(int(rng.uniform(0.0, 0.3) * sample_rate))
             track = np.concatenate([track, speech, pause])
         start = int(rng.integers(0, max(1, len(track) - n)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import pickle
 import signal
@@ -82,6 +83,30 @@ class Event:
     text_position: int = 0
     length: int = 0
     phoneme: str = ""
+
+
+def resample(wav: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Polyphase-resample a waveform (e.g. eSpeak's 22,050 Hz output) to another rate.
+
+    Args:
+        wav: ``(N,)`` waveform at ``rate`` Hz.
+        rate: its sample rate.
+        target: the wanted sample rate.
+
+    Returns:
+        ``float64 (M,)`` at ``target`` Hz, ``M = ceil(N * target / rate)``.
+
+    Example:
+        >>> resample(np.zeros(22050, np.float32), 22050, 16000).shape
+        (16000,)
+    """
+    x = np.asarray(wav, np.float64)
+    if rate == target:
+        return x
+    from scipy.signal import resample_poly
+
+    g = math.gcd(rate, target)
+    return resample_poly(x, target // g, rate // g)
 
 
 def _load_library() -> ctypes.CDLL:

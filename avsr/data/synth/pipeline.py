@@ -48,9 +48,8 @@ from typing import Iterable
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
-from avsr.data.synth.espeak import Event, get_engine
+from avsr.data.synth.espeak import Event, get_engine, resample
 from avsr.data.synth.grammar import Sentence, espeak_text, sample_sentence
 from avsr.data.synth.render import (
     MouthStyle,
@@ -208,7 +207,7 @@ def synthesize_speech(spec: UtteranceSpec, rng: np.random.Generator, word_gap: i
         text, voice=spec.speaker.espeak_voice, rate=spec.speaker.rate, pitch=spec.speaker.pitch,
         word_gap=word_gap, seed=spec.seed & 0x7FFFFFFF,
     )
-    speech = resample_poly(wav.astype(np.float64), SAMPLE_RATE // 50, engine.sample_rate // 50)
+    speech = resample(wav, engine.sample_rate, SAMPLE_RATE)
     lead, trail = rng.uniform(0.2, 0.5), rng.uniform(0.2, 0.5)
     words, phonemes = align_events(events, spans, spec.sentence.words, len(wav) / engine.sample_rate)
     words = [(w, s + lead, e + lead) for w, s, e in words]
