@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 
 @contextlib.contextmanager
@@ -54,6 +54,31 @@ def save_npz_atomic(path: str | os.PathLike, **arrays: object) -> None:
             np.savez_compressed(f, **arrays)
 
 
+def save_csv_atomic(
+    path: str | os.PathLike,
+    rows: Iterable[dict],
+    fieldnames: Sequence[str],
+    *,
+    extrasaction: str = "raise",
+) -> None:
+    """Write dict rows to a CSV file atomically (header first).
+
+    Args:
+        path: output ``.csv``.
+        rows: the rows, written in order.
+        fieldnames: the columns, in order.
+        extrasaction: what :class:`csv.DictWriter` does with keys not in
+            ``fieldnames``: ``"raise"`` or ``"ignore"``.
+    """
+    import csv
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(fieldnames), extrasaction=extrasaction)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def markdown_table(
     rows: list[dict],
     header: str = "",
@@ -95,15 +120,9 @@ def save_table(out_dir: str | os.PathLike, name: str, markdown: str, rows: list[
     Returns:
         The paths of the markdown and CSV files.
     """
-    import csv
-
     out = Path(out_dir)
     md_path, csv_path = out / f"{name}.md", out / f"{name}.csv"
     with atomic_path(md_path) as tmp:
         tmp.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
-    with atomic_path(csv_path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-            writer.writeheader()
-            writer.writerows(rows)
+    save_csv_atomic(csv_path, rows, list(rows[0]) if rows else [])
     return md_path, csv_path

@@ -37,7 +37,7 @@ import soundfile as sf
 from avsr.audio.noise import NOISE_SPLITS, NOISE_TYPES, NoiseBank, mix
 from avsr.errors import AVSRError, InputError
 from avsr.io import AVClip, probe, read_av, replace_audio
-from avsr.utils import atomic_path
+from avsr.utils import atomic_path, save_csv_atomic
 
 
 def _read_rows(manifest: Path) -> tuple[list[dict], list[str]]:
@@ -156,11 +156,7 @@ def noisy_copy(
             new["snr_db"], new["noise"], new["gain"] = f"{snr:g}", kind, f"{gain:.6g}"
             new_rows.append(new)
         target = out / f"{src.stem}_{_snr_name(snr)}.csv"
-        with atomic_path(target) as tmp:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields + extra)
-                writer.writeheader()
-                writer.writerows(new_rows)
+        save_csv_atomic(target, new_rows, fields + extra)
         written.append(target)
     return written
 

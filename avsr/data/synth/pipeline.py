@@ -65,7 +65,7 @@ from avsr.data.synth.render import (
 from avsr.data.synth.speakers import SPLITS, Speaker, speakers_for_split, stable_seed
 from avsr.data.synth.visemes import viseme_track
 from avsr.errors import InputError
-from avsr.utils import atomic_path, save_npz_atomic
+from avsr.utils import atomic_path, save_csv_atomic, save_npz_atomic
 
 __all__ = [
     "FPS", "SAMPLE_RATE", "MANIFEST_COLUMNS", "UtteranceSpec", "Speech", "plan", "synthesize_speech",
@@ -370,15 +370,8 @@ def _check_writable(out_dir: Path) -> None:
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     """Write manifest rows to CSV atomically (``words``/``phonemes`` as JSON)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in rows:
-                out = dict(row)
-                out["words"] = json.dumps(row["words"])
-                out["phonemes"] = json.dumps(row["phonemes"])
-                writer.writerow(out)
+    encoded = ({**row, "words": json.dumps(row["words"]), "phonemes": json.dumps(row["phonemes"])} for row in rows)
+    save_csv_atomic(path, encoded, MANIFEST_COLUMNS, extrasaction="ignore")
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
