@@ -80,18 +80,6 @@ class DecoderCache:
         return self.memory_allowed.shape[0]
 
 
-def _split_heads(x: Tensor, n_heads: int) -> Tensor:
-    """(N, L, D) -> (N, H, L, D / H)."""
-    n, length, d = x.shape
-    return x.view(n, length, n_heads, d // n_heads).transpose(1, 2)
-
-
-def _merge_heads(x: Tensor) -> Tensor:
-    """(N, H, L, D / H) -> (N, L, D)."""
-    n, h, length, dh = x.shape
-    return x.transpose(1, 2).reshape(n, length, h * dh)
-
-
 class DecoderLayer(nn.Module):
     """Pre-LN decoder block: causal self-attention, cross-attention, feed-forward.
 
@@ -136,9 +124,7 @@ class DecoderLayer(nn.Module):
         Returns:
             keys, values: (N, H, T, D / H) each.
         """
-        heads = self.cross_attn.n_heads
-        k, v = self.cross_attn.kv(memory).chunk(2, dim=-1)
-        return _split_heads(k, heads), _split_heads(v, heads)
+        return self.cross_attn.key_values(memory)
 
     def step(
         self,
@@ -162,19 +148,12 @@ class DecoderLayer(nn.Module):
         """
         sa, ca = self.self_attn, self.cross_attn
         h = self.self_norm(x)
-        q = _split_heads(sa.q(h), sa.n_heads)
-        k_new, v_new = (_split_heads(t, sa.n_heads) for t in sa.kv(h).chunk(2, dim=-1))
+        k_new, v_new = sa.key_values(h)
         keys = torch.cat([self_kv[0], k_new], dim=2)
         values = torch.cat([self_kv[1], v_new], dim=2)
-        p = sa.dropout if self.training else 0.0
-        y = nn.functional.scaled_dot_product_attention(q, keys, values, dropout_p=p)
-        x = x + self.dropout(sa.out(_merge_heads(y)))
-        q = _split_heads(ca.q(self.cross_norm(x)), ca.n_heads)
-        p = ca.dropout if self.training else 0.0
-        y = nn.functional.scaled_dot_product_attention(
-            q, memory_kv[0], memory_kv[1], attn_mask=memory_allowed, dropout_p=p
-        )
-        x = x + self.dropout(ca.out(_merge_heads(y)))
+        x = x + self.dropout(sa.attend(sa.split_heads(sa.q(h)), keys, values))
+        q = ca.split_heads(ca.q(self.cross_norm(x)))
+        x = x + self.dropout(ca.attend(q, memory_kv[0], memory_kv[1], memory_allowed))
         return x + self.ffn(x), keys, values
 
 
@@ -213,6 +192,20 @@ class TransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.out = nn.Linear(d_model, vocab_size)
 
+    def _embed(self, tokens: Tensor, offset: int = 0) -> Tensor:
+        """Scaled token embeddings plus sinusoidal positions (then dropout).
+
+        Args:
+            tokens: (N, L) long ids.
+            offset: position of the first token.
+
+        Returns:
+            (N, L, D) decoder input.
+        """
+        positions = sinusoidal_positions(offset + tokens.size(1), self.d_model, tokens.device)[offset:]
+        x = self.embed(tokens) * math.sqrt(self.d_model)
+        return self.dropout(x + positions.to(x.dtype))
+
     def forward(self, tokens: Tensor, memory: Tensor, memory_lengths: Tensor) -> Tensor:
         """Next-token logits for every prefix.
 
@@ -224,9 +217,7 @@ class TransformerDecoder(nn.Module):
         Returns:
             (B, L, V) logits; position ``i`` predicts token ``i + 1``.
         """
-        length = tokens.size(1)
-        x = self.embed(tokens) * math.sqrt(self.d_model)
-        x = self.dropout(x + sinusoidal_positions(length, self.d_model, tokens.device).to(x.dtype))
+        x = self._embed(tokens)
         padding = ~lengths_to_mask(memory_lengths.to(memory.device), memory.size(1))
         for layer in self.layers:
             x = layer(x, memory, padding)
@@ -246,9 +237,7 @@ class TransformerDecoder(nn.Module):
         allowed = lengths_to_mask(memory_lengths.to(memory.device), memory.size(1))
         keys, values = zip(*(layer.memory_key_values(memory) for layer in self.layers))
         empty = memory.new_zeros(memory.size(0), 0, memory.size(2))
-        no_tokens = tuple(
-            _split_heads(empty, layer.self_attn.n_heads) for layer in self.layers
-        )
+        no_tokens = tuple(layer.self_attn.split_heads(empty) for layer in self.layers)
         return DecoderCache(
             memory_keys=tuple(keys),
             memory_values=tuple(values),
@@ -272,9 +261,7 @@ class TransformerDecoder(nn.Module):
             logits: (N, V) for the token after ``tokens``.
             cache: the new state (``cache`` itself is left unchanged).
         """
-        position = sinusoidal_positions(cache.length + 1, self.d_model, tokens.device)[cache.length]
-        x = self.embed(tokens.view(-1, 1)) * math.sqrt(self.d_model)
-        x = self.dropout(x + position.to(x.dtype))
+        x = self._embed(tokens.view(-1, 1), cache.length)
         keys, values = [], []
         for i, layer in enumerate(self.layers):
             x, k, v = layer.step(

@@ -102,9 +102,41 @@ class MultiHeadAttention(nn.Module):
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def _heads(self, x: Tensor) -> Tensor:
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, L, D) -> (B, H, L, D / H)."""
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def key_values(self, key_value: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values, split into heads (before any rotary embedding).
+
+        Args:
+            key_value: (B, S, D).
+
+        Returns:
+            keys, values: (B, H, S, D / H) each.
+        """
+        k, v = self.kv(key_value).chunk(2, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """Scaled dot-product attention over heads, merged and projected.
+
+        Args:
+            q: (B, H, L, D / H) queries.
+            k: (B, H, S, D / H) keys.
+            v: (B, H, S, D / H) values.
+            allowed: bool mask broadcastable to (B, H, L, S), True where
+                attending is allowed, or ``None``.
+
+        Returns:
+            (B, L, D).
+        """
+        y = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        b, h, length, head_dim = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, length, h * head_dim))
 
     def forward(
         self,
@@ -124,9 +156,9 @@ class MultiHeadAttention(nn.Module):
         Returns:
             (B, L, D).
         """
-        b, length, d = query.shape
-        q = self._heads(self.q(query))
-        k, v = (self._heads(t) for t in self.kv(key_value).chunk(2, dim=-1))
+        b, length, _ = query.shape
+        q = self.split_heads(self.q(query))
+        k, v = self.key_values(key_value)
         if self.rotary:
             steps = max(length, k.size(2))
             cos, sin = rotary_tables(steps, self.head_dim, q.device, q.dtype)
@@ -138,10 +170,7 @@ class MultiHeadAttention(nn.Module):
         if causal:
             tri = torch.ones(length, k.size(2), dtype=torch.bool, device=q.device).tril()
             allowed = tri.view(1, 1, length, -1) if allowed is None else allowed & tri
-        y = nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out(y.transpose(1, 2).reshape(b, length, d))
+        return self.attend(q, k, v, allowed)
 
 
 class FeedForward(nn.Module):
