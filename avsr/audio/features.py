@@ -36,6 +36,7 @@ __all__ = [
     "num_frames",
     "num_steps",
     "lengths_to_mask",
+    "zero_after",
     "Fbank",
     "FeatureNorm",
     "SpecAugment",
@@ -99,6 +100,23 @@ def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
     return steps.unsqueeze(0) < lengths.unsqueeze(1)
 
 
+def zero_after(x: Tensor, lengths: Tensor, time_dim: int = 1) -> Tensor:
+    """Zero the steps of ``x`` at or after ``lengths`` along ``time_dim``.
+
+    Args:
+        x: (B, ...) tensor, batch first, with a time axis at ``time_dim``.
+        lengths: (B,) valid steps.
+        time_dim: the time axis of ``x``.
+
+    Returns:
+        ``x`` with padded steps set to zero (same shape and dtype).
+    """
+    mask = lengths_to_mask(lengths, x.size(time_dim))  # (B, T)
+    shape = [1] * x.dim()
+    shape[0], shape[time_dim] = x.size(0), x.size(time_dim)
+    return x * mask.view(shape).to(x.dtype)
+
+
 class Fbank(nn.Module):
     """Log-mel filterbank (torchaudio ``MelSpectrogram`` + log), padding invariant.
 
@@ -160,7 +178,7 @@ class Fbank(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), n, dtype=torch.long, device=waveform.device)
         lengths = lengths.to(device=waveform.device, dtype=torch.long)
-        wave = waveform.float() * lengths_to_mask(lengths, n).float()
+        wave = zero_after(waveform.float(), lengths)
         t = int(num_frames(n, self.hop_length))
         # Centre frame i on sample hop*i + hop/2 (the middle of its hop).
         left = self.n_fft // 2 - self.hop_length // 2
@@ -170,8 +188,7 @@ class Fbank(nn.Module):
             power = self.mel(wave)[..., :t]  # (B, n_mels, T)
             feats = torch.log(power + self.log_floor).transpose(1, 2)
         frame_lengths = num_frames(lengths, self.hop_length)
-        feats = feats * lengths_to_mask(frame_lengths, t).unsqueeze(-1).float()
-        return feats, frame_lengths
+        return zero_after(feats, frame_lengths), frame_lengths
 
 
 def _masked_mean_std(feats: Tensor, lengths: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -254,7 +271,7 @@ class FeatureNorm(nn.Module):
         else:
             mean, std = self.mean.view(1, 1, -1), self.std.view(1, 1, -1)
         out = (feats - mean) / std
-        return out * lengths_to_mask(lengths, feats.size(1)).unsqueeze(-1).to(out.dtype)
+        return zero_after(out, lengths)
 
 
 def spec_augment(

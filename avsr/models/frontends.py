@@ -20,18 +20,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from avsr.audio.features import Fbank, FeatureNorm, SpecAugment, lengths_to_mask, spec_augment
+from avsr.audio.features import Fbank, FeatureNorm, SpecAugment, lengths_to_mask, spec_augment, zero_after
 from avsr.errors import InputError
 
 __all__ = ["Conv2dSubsampling", "AudioFrontend", "BasicBlock", "ResNetTrunk", "VideoFrontend"]
-
-
-def _zero_after(x: Tensor, lengths: Tensor, time_dim: int) -> Tensor:
-    """Zero the steps of ``x`` at or after ``lengths`` along ``time_dim`` (batch is dim 0)."""
-    mask = lengths_to_mask(lengths, x.size(time_dim))  # (B, T)
-    shape = [1] * x.dim()
-    shape[0], shape[time_dim] = x.size(0), x.size(time_dim)
-    return x * mask.view(shape).to(x.dtype)
 
 
 def _halve(lengths: Tensor) -> Tensor:
@@ -72,14 +64,14 @@ class Conv2dSubsampling(nn.Module):
             out: (B, ceil(T / 4), d_out), zero past ``out_lengths``.
             out_lengths: (B,) ``ceil(lengths / 4)``.
         """
-        x = _zero_after(feats, lengths, 1).unsqueeze(1)  # (B, 1, T, F)
+        x = zero_after(feats, lengths, 1).unsqueeze(1)  # (B, 1, T, F)
         lengths = _halve(lengths)
-        x = _zero_after(self.act(self.conv1(x)), lengths, 2)
+        x = zero_after(self.act(self.conv1(x)), lengths, 2)
         lengths = _halve(lengths)
-        x = _zero_after(self.act(self.conv2(x)), lengths, 2)
+        x = zero_after(self.act(self.conv2(x)), lengths, 2)
         b, c, t, f = x.shape
         out = self.out(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
-        return _zero_after(out, lengths, 1), lengths
+        return zero_after(out, lengths, 1), lengths
 
 
 class AudioFrontend(nn.Module):
@@ -352,7 +344,7 @@ class VideoFrontend(nn.Module):
                 time_width=self.time_mask_width,
                 max_time_ratio=0.4,
             ).view(b, t, h, w)
-        return _zero_after(x, lengths, 1)
+        return zero_after(x, lengths, 1)
 
     def forward(self, video: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Encode mouth frames.

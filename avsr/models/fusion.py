@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from avsr.audio.features import lengths_to_mask
+from avsr.audio.features import zero_after
 
 __all__ = ["align_lengths", "fused_lengths", "ModalityDropout", "AVFusion"]
 
@@ -41,7 +41,7 @@ def align_lengths(x: Tensor, lengths: Tensor, steps: int) -> tuple[Tensor, Tenso
     else:
         x = nn.functional.pad(x, (0, 0, 0, steps - t))
     lengths = lengths.clamp(max=steps)
-    return x * lengths_to_mask(lengths, steps).unsqueeze(-1).to(x.dtype), lengths
+    return zero_after(x, lengths), lengths
 
 
 def fused_lengths(audio_lengths: Tensor | None, video_lengths: Tensor | None) -> Tensor:
@@ -213,5 +213,4 @@ class AVFusion(nn.Module):
                 audio, video, audio_lengths > 0, video_lengths > 0
             )
         fused = self.norm(self.proj(torch.cat([audio, video], dim=-1)))
-        fused = fused * lengths_to_mask(lengths, steps).unsqueeze(-1).to(fused.dtype)
-        return self.dropout(fused), lengths
+        return self.dropout(zero_after(fused, lengths)), lengths
