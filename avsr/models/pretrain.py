@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avsr.audio.features import fbank, mfcc, pool_frames
+from avsr.audio.features import fbank, lengths_to_mask, mfcc, pool_frames
 from avsr.errors import InputError
 from avsr.models.avsr import IGNORE_ID, AVSRConfig, build_encoder
 from avsr.models.encoder import AVEncoder
@@ -224,8 +224,7 @@ class PretrainModel(nn.Module):
         targets = targets.to(out.features.device).long()[:, :steps]
         if targets.size(1) < steps:
             targets = nn.functional.pad(targets, (0, steps - targets.size(1)), value=IGNORE_ID)
-        valid = torch.arange(steps, device=targets.device).unsqueeze(0) < out.lengths.unsqueeze(1)
-        targets = targets.masked_fill(~valid, IGNORE_ID)
+        targets = targets.masked_fill(~lengths_to_mask(out.lengths, steps), IGNORE_ID)
         logits = self.logits(out.features)
         loss, acc = masked_prediction_loss(logits, targets, out.mask)
         return {"loss": loss, "acc": acc, "masked": out.mask.sum().detach(), "logits": logits, "mask": out.mask}
