@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from avsr.decoding import greedy_ctc
 from avsr.models.avsr import IGNORE_ID, AVSRModel, build_model
 
 SOS = 8  # vocab: 0 blank, 1 unk, 2..7 tokens, 8 sos/eos
@@ -78,18 +79,14 @@ def make_batch() -> tuple[torch.Tensor, ...]:
     return audio, audio_lengths, video, video_lengths, targets
 
 
-def greedy_ctc(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """Best path, repeats merged, blanks (0) removed."""
-    out = []
-    for lp, n in zip(log_probs, lengths.tolist()):
-        best = lp[:n].argmax(-1).tolist()
-        out.append([t for i, t in enumerate(best) if t != 0 and (i == 0 or t != best[i - 1])])
-    return out
-
-
 @torch.no_grad()
 def greedy_attention(model: AVSRModel, enc: torch.Tensor, lengths: torch.Tensor, max_len: int = 10) -> list[list[int]]:
-    """Argmax decoding with the attention decoder, stopping at eos."""
+    """Raw argmax decoding with the attention decoder, stopping at eos.
+
+    Deliberately not ``avsr.decoding.greedy_attention``: that one never emits
+    the blank id, while this argmax over the whole vocabulary also fails the
+    test if the decoder wrongly prefers blank.
+    """
     ys = torch.full((enc.size(0), 1), model.sos_id, dtype=torch.long)
     done = torch.zeros(enc.size(0), dtype=torch.bool)
     for _ in range(max_len):
