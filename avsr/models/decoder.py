@@ -187,6 +187,10 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.embed = nn.Embedding(vocab_size, d_model)
+        # std d_model^-0.5: after the sqrt(d_model) scaling in _embed, token
+        # embeddings have unit RMS per feature, the scale of the sinusoidal
+        # positions (RMS 0.71), so word order stays visible at init.
+        nn.init.normal_(self.embed.weight, std=d_model**-0.5)
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)

@@ -1,0 +1,1 @@
+"""Data: manifests, datasets and batching, on-the-fly noise, the SynthGRID generator."""

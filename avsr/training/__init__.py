@@ -1,0 +1,1 @@
+"""Training on SpeechBrain: Brain subclasses and the recipe runner."""

@@ -1,0 +1,247 @@
+"""Hybrid CTC/attention AVSR training on SpeechBrain's ``Brain``.
+
+:class:`AVSRBrain` adds no model logic: ``compute_forward`` mixes noise into
+the batch (training: the train noise sources at random SNRs; validation: a
+fixed draw of the same sources, so model selection never sees test noise)
+and calls the model's own loss; modality dropout, SpecAugment and video
+augmentation happen inside the model in training mode. Validation decodes
+with greedy CTC three times, audio-visual, audio-only and video-only, and
+selects checkpoints by the mean of the three WERs, so the selected model
+serves every modality.
+
+SpeechBrain provides the loop: gradient accumulation and clipping, AMP
+(``--precision fp16|bf16``), DDP (``torchrun``), progress bars, and the
+``Checkpointer`` with intra-epoch checkpoints. What SpeechBrain leaves out
+is added as recoverables: the random generators (:class:`RandomStates`)
+and the noise mixer's generator, so a resumed run is the run that was
+interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from torch import nn
+
+from avsr.data.augment import NoiseMixer
+from avsr.data.dataset import Batch, batch_tensors
+from avsr.decoding.ctc import greedy_ctc
+from avsr.metrics import error_counts
+from avsr.tokenizer import Tokenizer
+
+__all__ = ["RandomStates", "AVSRBrain", "MODALITIES", "unwrap"]
+
+logger = logging.getLogger(__name__)
+
+MODALITIES = ("av", "audio", "video")
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The model inside a DDP / DataParallel wrapper (or the module itself)."""
+    return module.module if hasattr(module, "module") else module
+
+
+@register_checkpoint_hooks
+class RandomStates:
+    """Checkpoint recoverable for the global random generators (torch, CUDA, numpy, random)."""
+
+    @mark_as_saver
+    def _save(self, path: str | os.PathLike) -> None:
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": torch.from_numpy(np.frombuffer(_numpy_state_bytes(), dtype=np.uint8).copy()),
+            "python": torch.tensor(_python_state_list(), dtype=torch.int64),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()
+        torch.save(state, path)
+
+    @mark_as_loader
+    def _load(self, path: str | os.PathLike, end_of_epoch: bool = False) -> None:
+        del end_of_epoch
+        state = torch.load(path, weights_only=True)
+        torch.set_rng_state(state["torch"])
+        _set_numpy_state_bytes(state["numpy"].numpy().tobytes())
+        _set_python_state_list(state["python"].tolist())
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+
+
+def _numpy_state_bytes() -> bytes:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    header = np.array([pos, has_gauss], dtype=np.int64).tobytes() + np.array([cached], dtype=np.float64).tobytes()
+    return header + np.asarray(keys, dtype=np.uint32).tobytes()
+
+
+def _set_numpy_state_bytes(raw: bytes) -> None:
+    pos, has_gauss = np.frombuffer(raw[:16], dtype=np.int64)
+    cached = float(np.frombuffer(raw[16:24], dtype=np.float64)[0])
+    keys = np.frombuffer(raw[24:], dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), cached))
+
+
+def _python_state_list() -> list[int]:
+    version, internal, gauss = random.getstate()
+    return [version, *internal, -1 if gauss is None else 1]
+
+
+def _set_python_state_list(values: list[int]) -> None:
+    version, *internal, gauss_flag = values
+    del gauss_flag  # the cached gauss value is dropped (random.gauss is not used here)
+    random.setstate((version, tuple(internal), None))
+
+
+class AVSRBrain(sb.Brain):
+    """SpeechBrain ``Brain`` for :class:`avsr.models.AVSRModel`.
+
+    Modules: ``model``. Hparams used (besides SpeechBrain's run options):
+    ``tokenizer`` (:class:`avsr.tokenizer.Tokenizer`), ``train_noise``
+    (:class:`NoiseMixer` or ``None``), ``valid_noise`` (:class:`NoiseMixer`
+    or ``None``, re-seeded with ``valid_noise_seed`` at every validation),
+    ``lr_annealing`` (a SpeechBrain scheduler called per optimizer step),
+    ``epoch_counter``, ``train_logger`` (optional), ``tensorboard_logger``
+    (optional), ``keep_best`` (checkpoints kept for averaging),
+    ``span_mask`` (span-mask the encoder input in training),
+    ``valid_modalities`` (subset of :data:`MODALITIES`).
+    """
+
+    def on_fit_start(self) -> None:
+        """Register the generators in the checkpointer, then let SpeechBrain recover."""
+        if self.checkpointer is not None:
+            if "random_states" not in self.checkpointer.recoverables:
+                self.checkpointer.add_recoverable("random_states", RandomStates())
+            noise = getattr(self.hparams, "train_noise", None)
+            if noise is not None and "train_noise" not in self.checkpointer.recoverables:
+                self.checkpointer.add_recoverable("train_noise", noise)
+        super().on_fit_start()
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def model(self) -> nn.Module:
+        """The bare model (unwrapped from DDP)."""
+        return unwrap(self.modules.model)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.hparams.tokenizer
+
+    def _batch(self, batch: Any, stage: sb.Stage) -> Batch:
+        b = batch_tensors(batch).to(self.device)
+        mixer: NoiseMixer | None = getattr(
+            self.hparams, "train_noise" if stage == sb.Stage.TRAIN else "valid_noise", None
+        )
+        if mixer is not None and b.audio is not None:
+            b.audio = mixer.mix_batch(b.audio, b.audio_lengths)
+        return b
+
+    # ----------------------------------------------------------- SpeechBrain API
+
+    def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[dict, Batch]:
+        """Noise, then the model's loss (and, in validation, its encodings per modality)."""
+        b = self._batch(batch, stage)
+        mask = bool(getattr(self.hparams, "span_mask", False)) and stage == sb.Stage.TRAIN
+        out = self.modules.model(b.audio, b.audio_lengths, b.video, b.video_lengths, b.targets, mask=mask)
+        if stage != sb.Stage.TRAIN:
+            out["hyps"] = self._greedy(b)
+        return out, b
+
+    def _greedy(self, b: Batch) -> dict[str, list[str]]:
+        model = self.model
+        hyps: dict[str, list[str]] = {}
+        for modality in getattr(self.hparams, "valid_modalities", MODALITIES):
+            audio = b.audio if modality in ("av", "audio") else None
+            video = b.video if modality in ("av", "video") else None
+            if audio is None and video is None:
+                continue
+            enc, lengths = model.encode(
+                audio, b.audio_lengths if audio is not None else None, video, b.video_lengths if video is not None else None
+            )
+            ids = greedy_ctc(model.ctc_log_probs(enc), lengths, blank=model.blank_id)
+            hyps[modality] = [self.tokenizer.decode(seq) for seq in ids]
+        return hyps
+
+    def compute_objectives(self, predictions: tuple[dict, Batch], batch: Any, stage: sb.Stage) -> torch.Tensor:
+        """The model's hybrid loss; validation also accumulates error counts per modality."""
+        out, b = predictions
+        if stage != sb.Stage.TRAIN:
+            for modality, hyps in out["hyps"].items():
+                counts = error_counts(b.texts, hyps)
+                total = self._errors.setdefault(modality, [0, 0])
+                total[0] += counts.errors
+                total[1] += counts.reference_length
+            self._acc.append(float(out["acc"]))
+        return out["loss"]
+
+    def on_fit_batch_end(self, batch: Any, outputs: Any, loss: torch.Tensor, should_step: bool) -> None:
+        """Advance the learning-rate schedule after every optimizer step."""
+        if should_step and getattr(self.hparams, "lr_annealing", None) is not None:
+            self.hparams.lr_annealing(self.optimizer)
+
+    def on_stage_start(self, stage: sb.Stage, epoch: int | None = None) -> None:
+        """Reset validation counters and re-seed the validation noise."""
+        if stage != sb.Stage.TRAIN:
+            self._errors: dict[str, list[int]] = {}
+            self._acc: list[float] = []
+            mixer = getattr(self.hparams, "valid_noise", None)
+            if mixer is not None:
+                mixer.rng = np.random.default_rng(int(getattr(self.hparams, "valid_noise_seed", 1234)))
+
+    def wers(self) -> dict[str, float]:
+        """WER (%) per modality of the last validation or test pass."""
+        return {m: 100.0 * e / max(1, n) for m, (e, n) in self._errors.items()}
+
+    def on_stage_end(self, stage: sb.Stage, stage_loss: float, epoch: int | None = None) -> None:
+        """Log, and at the end of validation keep the best checkpoints by mean WER."""
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss}
+            return
+        wers = self.wers()
+        stats = {"loss": stage_loss, "acc": float(np.mean(self._acc)) if self._acc else 0.0}
+        stats.update({f"WER_{m}": round(w, 2) for m, w in wers.items()})
+        stats["WER"] = round(float(np.mean(list(wers.values()))), 3) if wers else math.nan
+        if stage == sb.Stage.VALID:
+            lr = self.optimizer.param_groups[0]["lr"]
+            epoch_stats = {"epoch": epoch, "lr": lr, "steps": self.optimizer_step}
+            for name in ("train_logger", "tensorboard_logger"):
+                log = getattr(self.hparams, name, None)
+                if log is not None:
+                    log.log_stats(stats_meta=epoch_stats, train_stats=getattr(self, "train_stats", None), valid_stats=stats)
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"WER": stats["WER"], "epoch": epoch},
+                    min_keys=["WER"],
+                    num_to_keep=int(getattr(self.hparams, "keep_best", 5)),
+                )
+        self.last_stats = stats
+
+    # ---------------------------------------------------------------- export
+
+    def average_best(self, n_best: int | None = None) -> list[str]:
+        """Load the average of the ``n_best`` checkpoints with the lowest valid WER into the model.
+
+        Returns:
+            the names of the averaged checkpoints (empty when there are none).
+        """
+        if self.checkpointer is None:
+            return []
+        n_best = int(n_best or getattr(self.hparams, "keep_best", 5))
+        ckpts = self.checkpointer.find_checkpoints(
+            min_key="WER", max_num_checkpoints=n_best, ckpt_predicate=lambda c: "WER" in c.meta
+        )
+        if not ckpts:
+            return []
+        state = sb.utils.checkpoints.average_checkpoints(
+            ckpts, "model", parameter_loader=lambda p, map_location=None: torch.load(p, map_location="cpu", weights_only=True)
+        )
+        self.model.load_state_dict(state)
+        return [Path(c.path).name for c in ckpts]

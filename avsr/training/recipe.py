@@ -1,0 +1,189 @@
+"""The one recognition recipe runner: every ``recipes/*/avsr/train.py`` calls :func:`run_asr`.
+
+Two recipes that differ only in data share all of this; only their
+``hparams/*.yaml`` and ``prepare.py`` differ. The hparams file
+(HyperPyYAML: flat scalars, ``!new:`` for top-level objects only) names the
+manifests, the tokenizer, the model preset and its overrides, the noise and
+the optimisation settings; see ``recipes/SynthGRID/avsr/hparams/tiny.yaml``.
+
+Usage (SpeechBrain's command line: any hparam can be overridden, e.g.
+``--batch_seconds 60``; ``--device cuda:0``, ``--precision bf16``,
+``--debug`` for a few-batch smoke run)::
+
+    python train.py hparams/tiny.yaml --data_folder exp/synthgrid
+    torchrun --nproc_per_node 2 train.py hparams/tiny.yaml   # DDP (gloo on CPU, NCCL on GPU)
+
+The run ends by averaging the ``keep_best`` checkpoints with the lowest
+validation WER into ``<output_folder>/model.safetensors`` (a bundle that
+``avsr evaluate --checkpoint`` and ``avsr.checkpoints.load_model`` read).
+Killed runs resume from their last (intra-epoch) checkpoint when the same
+command is run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from avsr.checkpoints import save_model
+from avsr.data.augment import NoiseMixer, noise_source
+from avsr.data.dataset import duration_batches, make_dataset
+from avsr.data.manifest import read_manifest
+from avsr.errors import AVSRError, InputError
+from avsr.models.avsr import BASE, TINY, AVSRModel, build_model
+from avsr.tokenizer import Tokenizer
+from avsr.training.asr import AVSRBrain
+
+__all__ = ["PRESETS", "load_tokenizer", "save_tokenizer", "build_recipe_model", "run_asr", "main"]
+
+logger = logging.getLogger(__name__)
+
+PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY, "base": BASE}
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Read a tokenizer saved with :func:`save_tokenizer` (JSON, nothing executed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "no such tokenizer file (run the recipe's prepare.py first)")
+    try:
+        return Tokenizer.from_dict(json.loads(p.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(p, f"not a tokenizer file ({e})") from None
+
+
+def save_tokenizer(path: str | os.PathLike, tokenizer: Tokenizer) -> None:
+    """Write a tokenizer as JSON, atomically."""
+    from avsr.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(tokenizer.to_dict()), encoding="utf-8")
+
+
+def build_recipe_model(hparams: dict[str, Any], tokenizer: Tokenizer) -> AVSRModel:
+    """The model of an hparams file: ``model_preset`` + ``model`` overrides + the tokenizer's vocabulary."""
+    preset = hparams.get("model_preset", "tiny")
+    if preset not in PRESETS:
+        raise InputError(None, f"unknown model_preset {preset!r} (choose from {', '.join(PRESETS)})")
+    overrides = dict(hparams.get("model") or {})
+    return build_model({**PRESETS[preset], **overrides, "vocab_size": tokenizer.vocab_size})
+
+
+def _mixer(hparams: dict[str, Any], key: str, seed: int) -> NoiseMixer | None:
+    spec = hparams.get(key)
+    if not spec:
+        return None
+    source = noise_source(
+        str(spec), "train", seed=int(hparams.get("noise_bank_seed", 0)),
+        seconds=float(hparams.get("noise_bank_seconds", 30.0)), variants=int(hparams.get("noise_bank_variants", 2)),
+    )
+    kinds = hparams.get("noise_kinds") or None
+    return NoiseMixer(source, hparams.get(f"{key}_snrs", hparams.get("train_noise_snrs", ["clean"])), seed=seed, kinds=kinds)
+
+
+def _run_opts_defaults(run_opts: Any, argv: Sequence[str]) -> None:
+    """DDP backend gloo on CPU unless one was chosen; a clear error for CUDA without a GPU."""
+    device = str(run_opts.get("device") or ("cuda:0" if torch.cuda.is_available() else "cpu"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda was asked for but no CUDA device is available")
+    chosen = any(a.startswith("--distributed_backend") for a in argv)
+    if "RANK" in os.environ and not chosen and device.startswith("cpu"):
+        run_opts.distributed_backend = "gloo"
+
+
+def run_asr(argv: Sequence[str]) -> Path:
+    """Train a recognition recipe end to end (prepare must have run).
+
+    Args:
+        argv: ``hparams.yaml`` followed by SpeechBrain options and hparam overrides.
+
+    Returns:
+        the averaged model bundle's path.
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    _run_opts_defaults(run_opts, argv)
+    if not Path(hparams_file).is_file():
+        raise InputError(hparams_file, "no such hparams file")
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    torch.manual_seed(int(hparams["seed"]))
+    if hparams.get("num_threads"):
+        torch.set_num_threads(int(hparams["num_threads"]))
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    rank = int(os.environ.get("RANK", 0))
+
+    tokenizer = load_tokenizer(hparams["tokenizer_file"])
+    model = build_recipe_model(hparams, tokenizer)
+    use_audio = bool(hparams.get("use_audio", True))
+    use_video = bool(hparams.get("use_video", True))
+    train = make_dataset(
+        read_manifest(hparams["train_manifest"], need_audio=use_audio, need_mouths=use_video),
+        tokenizer, audio=use_audio, video=use_video,
+    )
+    valid = make_dataset(
+        read_manifest(hparams["valid_manifest"], need_audio=use_audio, need_mouths=use_video),
+        tokenizer, audio=use_audio, video=use_video,
+    )
+    sampler = duration_batches(train, float(hparams["batch_seconds"]), seed=int(hparams["seed"]))
+    valid_sampler = duration_batches(valid, float(hparams["valid_batch_seconds"]), shuffle=False)
+
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    accum = int(hparams.get("grad_accumulation_factor", 1))
+    steps_per_epoch = math.ceil(len(sampler) / world / accum)
+    annealing = hparams.get("lr_annealing")
+    if annealing is not None and hasattr(annealing, "num_training_steps"):
+        annealing.num_training_steps = steps_per_epoch * int(hparams["number_of_epochs"])
+
+    hparams["tokenizer"] = tokenizer
+    hparams["train_noise"] = _mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank)
+    hparams["valid_noise"] = _mixer(hparams, "valid_noise", int(hparams.get("valid_noise_seed", 1234)))
+    checkpointer = hparams["checkpointer"]
+    checkpointer.add_recoverable("model", model)
+    checkpointer.add_recoverable("counter", hparams["epoch_counter"])
+    if annealing is not None:
+        checkpointer.add_recoverable("lr_annealing", annealing)
+
+    brain = AVSRBrain(
+        modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams,
+        run_opts=run_opts, checkpointer=checkpointer,
+    )
+    loader_opts = {"num_workers": int(hparams.get("num_workers", 0))}
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train,
+        valid,
+        train_loader_kwargs={"batch_sampler": sampler, **loader_opts},
+        valid_loader_kwargs={"batch_sampler": valid_sampler, **loader_opts},
+    )
+    bundle = Path(hparams["bundle"])
+    if sb.utils.distributed.if_main_process():
+        averaged = brain.average_best()
+        logger.info("averaged %d checkpoints: %s", len(averaged), ", ".join(averaged))
+        save_model(bundle, brain.model.cpu(), tokenizer)
+        logger.info("model bundle: %s", bundle)
+    return bundle
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry of the recipes' ``train.py``: one error line, exit 1, for user errors."""
+    try:
+        run_asr(sys.argv[1:] if argv is None else argv)
+    except AVSRError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("train.py: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    return 0
