@@ -123,6 +123,12 @@ class AVSRBrain(sb.Brain):
             if noise is not None and "train_noise" not in self.checkpointer.recoverables:
                 self.checkpointer.add_recoverable("train_noise", noise)
         super().on_fit_start()
+        # The schedule's length follows the current config, also after a resume
+        # with a different number of epochs (the checkpoint holds the old one).
+        annealing = getattr(self.hparams, "lr_annealing", None)
+        total = getattr(self.hparams, "lr_total_steps", None)
+        if total and annealing is not None and hasattr(annealing, "num_training_steps"):
+            annealing.num_training_steps = int(total)
 
     # ------------------------------------------------------------------ helpers
 

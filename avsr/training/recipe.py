@@ -143,8 +143,9 @@ def run_asr(argv: Sequence[str]) -> Path:
     accum = int(hparams.get("grad_accumulation_factor", 1))
     steps_per_epoch = math.ceil(len(sampler) / world / accum)
     annealing = hparams.get("lr_annealing")
+    hparams["lr_total_steps"] = steps_per_epoch * int(hparams["number_of_epochs"])
     if annealing is not None and hasattr(annealing, "num_training_steps"):
-        annealing.num_training_steps = steps_per_epoch * int(hparams["number_of_epochs"])
+        annealing.num_training_steps = hparams["lr_total_steps"]
 
     hparams["tokenizer"] = tokenizer
     hparams["train_noise"] = _mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank)
