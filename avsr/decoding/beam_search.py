@@ -16,11 +16,22 @@ score) are one log-sum-exp over frames, and the frame-by-frame forward
 recursion runs only for the extensions the beam keeps
 (:class:`avsr.decoding.ctc.CTCPrefixScorer`).
 
+Without CTC (``ctc_weight == 0``) nothing in that sum holds the length up:
+every token adds a negative log-probability, so a raw sum favours outputs that
+stop early. There (by default; see ``normalize_length``) finished hypotheses
+are ranked by the per-token score ``score(h) / (|h| + 1)``, the ``+ 1``
+counting the end of sentence. The beam itself is pruned as before: all
+candidates of one step have the same length, so dividing by it changes no
+order among them. With CTC the full-sequence CTC probability already
+penalises outputs that are too short (or too long), and the raw sum is kept.
+
 End detection is exact for the hypotheses the beam keeps: every term above
 can only fall as a hypothesis grows (log-probabilities of longer prefixes are
-smaller), so once the ``nbest``-th best ended score beats the best running
-score plus whatever length bonus is still to be earned, no running hypothesis
-can overtake it and the utterance stops.
+smaller), so once the ``nbest``-th best ended score beats the best score any
+running hypothesis can still reach (its score plus whatever length bonus is
+still to be earned, divided by the final length when normalising, maximised
+over the lengths still allowed), no running hypothesis can overtake it and
+the utterance stops.
 
 The model is anything with ``decoder(tokens, memory, memory_lengths) ->
 logits`` (and ``ctc_log_probs(enc)``, ``sos_id``, ``eos_id``), e.g.
@@ -99,7 +110,8 @@ class Hypothesis:
 
     Attributes:
         tokens: token ids, without sos/eos.
-        score: the joint score used for ranking.
+        score: the score used for ranking: the joint score, divided by
+            ``len(tokens) + 1`` when the search normalises by length.
         att_score: ``log p_att(tokens, eos)`` (0 when the decoder was unused).
         ctc_score: ``log p_ctc(tokens | x)`` (0 when CTC was unused).
         lm_score: ``log p_lm(tokens, eos)`` (0 without an LM).
@@ -236,6 +248,7 @@ class _Settings:
     pre_beam: int | None
     nbest: int
     end_margin: float | None
+    normalize: bool = False  # rank ended hypotheses by score / (tokens + eos)
 
 
 @dataclass
@@ -289,6 +302,7 @@ def joint_beam_search(
     pre_beam: int | None = None,
     nbest: int | None = None,
     end_margin: float | None = None,
+    normalize_length: bool | None = None,
     use_cache: bool = True,
 ) -> list[list[Hypothesis]]:
     """Joint CTC/attention beam search with optional LM shallow fusion.
@@ -323,6 +337,13 @@ def joint_beam_search(
             hypothesis can still win (exact). A number caps the length bonus a
             running hypothesis is assumed still able to earn: a faster,
             heuristic stop that matters only with ``length_bonus > 0``.
+        normalize_length: rank finished hypotheses by their joint score
+            divided by their length (tokens + 1 for eos), and report that as
+            ``Hypothesis.score``. ``None`` (default) normalises exactly when
+            ``ctc_weight == 0``: a raw sum of attention (+LM) log-probabilities
+            prefers outputs that stop early, while the CTC term keeps the
+            length in check in joint decoding. Beam pruning is the same
+            either way (one step's candidates share one length).
         use_cache: feed the decoder one token per step with cached keys/values
             when it has the incremental API (:class:`IncrementalDecoder`);
             ``False`` re-runs the whole prefix every step (same results up to
@@ -339,6 +360,7 @@ def joint_beam_search(
         raise InputError(None, f"lm_weight must be >= 0, got {lm_weight}")
     use_ctc = ctc_weight > 0
     use_lm = lm is not None and lm_weight != 0
+    normalize = not use_ctc if normalize_length is None else bool(normalize_length)
     res = _resolve(model, enc, ctc_log_probs, sos_id, eos_id, need_ctc=use_ctc)
     nbest = beam_size if nbest is None else nbest
     device = enc.device
@@ -365,7 +387,7 @@ def joint_beam_search(
     )
     settings = _Settings(
         w_att=1.0 - ctc_weight, w_ctc=ctc_weight, w_lm=lm_weight, bonus=length_bonus, beam_size=beam_size,
-        blank_id=blank_id, pre_beam=pre_beam, nbest=nbest, end_margin=end_margin,
+        blank_id=blank_id, pre_beam=pre_beam, nbest=nbest, end_margin=end_margin, normalize=normalize,
     )
     while beam.utt.numel() > 0:
         beam = _step(beam, res, enc, enc_lengths, limit, scorer, lm if use_lm else None, settings, V)
@@ -538,8 +560,14 @@ def _record_ended(
     cfg: _Settings,
     use_lm: bool,
 ) -> None:
-    """Add finished hypotheses to ``beam.ended`` (kept sorted, at most ``nbest`` each)."""
+    """Add finished hypotheses to ``beam.ended`` (kept sorted, at most ``nbest`` each).
+
+    With ``cfg.normalize`` the stored score is the joint score per token, eos
+    included (``beam.length + 1`` tokens).
+    """
     tokens = beam.tokens[row].tolist()
+    if cfg.normalize:
+        score = score / (beam.length + 1)
     columns = (utt.tolist(), tokens, score.tolist(), att.tolist(), ctc.tolist(), lm.tolist())
     for u, t, s, a, c, m in zip(*columns):
         beam.ended[u].append(Hypothesis(t, s, a if cfg.w_att > 0 else 0.0, c if cfg.w_ctc > 0 else 0.0,
@@ -564,7 +592,7 @@ def _finished_utterances(
         run_score: ``(M,)`` their joint scores (length ``length``).
         limit: ``(B,)`` longest allowed outputs.
         length: tokens in the running hypotheses.
-        cfg: search settings (length bonus, end margin, nbest).
+        cfg: search settings (length bonus, end margin, nbest, normalisation).
 
     Returns:
         ``(B,)`` bool.
@@ -572,13 +600,45 @@ def _finished_utterances(
     B = len(ended)
     best_running = torch.full((B,), NEG_INF, device=run_score.device)
     best_running = best_running.scatter_reduce(0, run_utt, run_score, reduce="amax")
-    # only a positive length bonus can raise a running score
-    headroom = max(cfg.bonus, 0.0) * (limit - length).clamp(min=0).float()
-    if cfg.end_margin is not None:
-        headroom = headroom.clamp(max=cfg.end_margin)
-    bound = (best_running + headroom).tolist()
+    bound = _reachable_bound(best_running, limit, length, cfg).tolist()
     done = torch.zeros(B, dtype=torch.bool, device=run_score.device)
     for b in range(B):
         if len(ended[b]) >= cfg.nbest:  # ended lists are kept sorted, best first
             done[b] = ended[b][cfg.nbest - 1].score >= bound[b]
     return done
+
+
+def _reachable_bound(best_running: Tensor, limit: Tensor, length: int, cfg: _Settings) -> Tensor:
+    """Highest ranking score a running hypothesis can still finish with, per utterance.
+
+    A hypothesis with ``length`` tokens and joint score ``s`` that ends after
+    ``n`` tokens (``length <= n <= limit``) scores at most ``s + h(n)``, where
+    ``h(n) = max(γ, 0) · (n - length)`` is the length bonus still to come
+    (capped at ``end_margin`` when given); every other term only falls.
+    Ranked raw, that peaks at ``n = limit``; normalised, the bound is the
+    largest ``(s + h(n)) / (n + 1)`` over the allowed ``n``.
+
+    Args:
+        best_running: ``(B,)`` best running joint score per utterance
+            (``-inf`` where none runs).
+        limit: ``(B,)`` longest allowed outputs.
+        length: tokens in the running hypotheses.
+        cfg: search settings.
+
+    Returns:
+        ``(B,)`` float bounds, comparable with ``Hypothesis.score``.
+    """
+    bonus = max(cfg.bonus, 0.0)  # only a positive length bonus can raise a running score
+    if not cfg.normalize:
+        headroom = bonus * (limit - length).clamp(min=0).float()
+        if cfg.end_margin is not None:
+            headroom = headroom.clamp(max=cfg.end_margin)
+        return best_running + headroom
+    top = max(int(limit.max()) if limit.numel() else length, length)
+    n = torch.arange(length, top + 1, device=best_running.device)
+    headroom = bonus * (n - length).float()
+    if cfg.end_margin is not None:
+        headroom = headroom.clamp(max=cfg.end_margin)
+    reach = (best_running[:, None] + headroom[None, :]) / (n + 1).float()[None, :]
+    reach = reach.masked_fill(n[None, :] > limit.to(n.device)[:, None], NEG_INF)
+    return reach.max(dim=1).values

@@ -7,6 +7,7 @@ of the memory), so these tests do not depend on avsr.models.
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -216,3 +217,74 @@ def test_bad_arguments_raise_input_error() -> None:
         joint_beam_search(model, enc, lens, ctc_weight=1.5)
     with pytest.raises(InputError):
         joint_beam_search(model.decoder, enc, lens, ctc_weight=0.0)  # no sos/eos known
+
+
+class PrefixTableModel:
+    """A hand-built :class:`~avsr.decoding.beam_search.DecoderModel`: next-token
+    probabilities looked up by prefix, the end of sentence nearly certain elsewhere.
+
+    Ids: 0 blank, 1-3 letters, 4 sos/eos. Greedy stops after ``[1]``; the
+    longer ``[1, 2, 3]`` is likelier per token:
+
+    * ``[1]``: log 0.9 + log 0.5 = -0.80 in total, -0.40 per token (eos included);
+    * ``[1, 2, 3]``: log 0.9 + log 0.45 + 2 log 0.95 = -1.01 in total, -0.25 per token.
+    """
+
+    vocab = 5
+    sos_id = eos_id = 4
+    table = {
+        (): {1: 0.9},
+        (1,): {4: 0.5, 2: 0.45},
+        (1, 2): {3: 0.95},
+        (1, 2, 3): {4: 0.95},
+    }
+
+    def next_log_probs(self, prefix: tuple[int, ...]) -> Tensor:
+        given = self.table.get(prefix, {self.eos_id: 0.97})
+        rest = (1.0 - sum(given.values())) / (self.vocab - len(given))
+        probs = torch.full((self.vocab,), rest)
+        for tok, p in given.items():
+            probs[tok] = p
+        return probs.log()
+
+    def decoder(self, tokens: Tensor, memory: Tensor, memory_lengths: Tensor) -> Tensor:
+        rows = [
+            torch.stack([self.next_log_probs(tuple(row[1 : i + 1])) for i in range(len(row))])
+            for row in tokens.tolist()
+        ]
+        return torch.stack(rows)  # log-probabilities are valid logits
+
+    def ctc_log_probs(self, enc: Tensor) -> Tensor:
+        raise AssertionError("attention-only search must not ask for CTC scores")
+
+
+def test_attention_only_beam_ranks_finished_outputs_per_token() -> None:
+    """A raw log-prob sum prefers the short output; ``ctc_weight=0`` ranks by score / length."""
+    model = PrefixTableModel()
+    enc, lens = torch.zeros(1, 10, 4), torch.tensor([10])
+    assert greedy_attention(model, enc, lens) == [[1]]
+    best = joint_beam_search(model, enc, lens, beam_size=2, ctc_weight=0.0, nbest=1)[0][0]
+    assert best.tokens == [1, 2, 3]
+    expect_att = math.log(0.9) + math.log(0.45) + 2 * math.log(0.95)
+    assert best.att_score == pytest.approx(expect_att, abs=1e-5)
+    assert best.score == pytest.approx(expect_att / 4, abs=1e-5)
+    ranked = joint_beam_search(model, enc, lens, beam_size=2, ctc_weight=0.0, nbest=2)[0]
+    assert [h.tokens for h in ranked] == [[1, 2, 3], [1]]
+    # the raw sum is still there on request, and it prefers the short output
+    raw = joint_beam_search(model, enc, lens, beam_size=2, ctc_weight=0.0, normalize_length=False)[0][0]
+    assert raw.tokens == [1]
+    assert raw.score == pytest.approx(math.log(0.9) + math.log(0.5), abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exhaustive_attention_only_beam_finds_best_per_token_score(seed: int) -> None:
+    """Normalised end detection is exact: an exhaustive beam returns the best ``score / (|h| + 1)``."""
+    vocab, max_len = 5, 3
+    model, enc, lens = make_case(seed, vocab=vocab, lengths=(6, 4))
+    hyps = joint_beam_search(model, enc, lens, beam_size=40, ctc_weight=0.0, max_len=max_len, nbest=1)
+    for u, length in enumerate(lens.tolist()):
+        seqs = [list(s) for n in range(max_len + 1) for s in itertools.product([1, 2, 3], repeat=n)]
+        scored = [(joint_score(model, enc[u], length, s, 0.0) / (len(s) + 1), s) for s in seqs]
+        best_score, best_seq = max(scored, key=lambda x: x[0])
+        assert hyps[u][0].tokens == best_seq
+        assert hyps[u][0].score == pytest.approx(best_score, abs=1e-4)
