@@ -254,7 +254,9 @@ class AVSRModel(nn.Module):
             audio_lengths: (B,) valid samples or ``None`` (all valid).
             video: (B, T, H, W) mouths (uint8, or float in [0, 1]) or ``None``.
             video_lengths: (B,) valid frames or ``None`` (all valid).
-            mask: apply span masking to the encoder input.
+            mask: span-mask the encoder input, in training mode only: in
+                evaluation mode ``mask=True`` encodes exactly as ``mask=False``,
+                so validation of a loop that masks sees unmasked input.
 
         Returns:
             enc: (B, T', D), zero on padded steps.
@@ -352,7 +354,8 @@ class AVSRModel(nn.Module):
             video: (B, T, H, W) mouths or ``None``.
             video_lengths: (B,) valid frames or ``None``.
             targets: (B, L) token ids (no blank, no sos/eos) padded with -1.
-            mask: span-mask the encoder input (as in AV-HuBERT fine-tuning).
+            mask: span-mask the encoder input (as in AV-HuBERT fine-tuning);
+                in training mode only, see :meth:`encode`.
 
         Returns:
             dict with ``loss``, ``loss_ctc``, ``loss_att`` and ``acc`` (scalars);

@@ -445,7 +445,8 @@ class AVEncoder(nn.Module):
         video_frontend: mouth frames -> (B, T, Dv) at 25 fps.
         fusion: aligns and fuses the streams to (B, T, D).
         conformer: the encoder layers.
-        masker: span masker used when ``mask=True``.
+        masker: span masker used when ``mask=True`` (in training) or with a
+            given ``span_mask``.
     """
 
     def __init__(
@@ -482,6 +483,7 @@ class AVEncoder(nn.Module):
         *,
         mask: bool = False,
         span_mask: Tensor | None = None,
+        mask_in_eval: bool = False,
         return_hidden: bool = False,
         n_layers: int | None = None,
     ) -> EncoderOutput:
@@ -492,8 +494,14 @@ class AVEncoder(nn.Module):
             audio_lengths: (B,) valid samples (default all ``N``).
             video: (B, T, H, W) mouth frames (uint8 or float in [0, 1]), or ``None``.
             video_lengths: (B,) valid frames (default all ``T``).
-            mask: apply span masking to the fused input (pretraining).
-            span_mask: (B, T') bool mask to apply instead of sampling one.
+            mask: sample span masks and apply them to the fused input, in
+                training mode only (like dropout): a loop that masks while
+                training does not mask its validation or inference passes.
+            span_mask: (B, T') bool mask to apply instead of sampling one;
+                applied in any mode.
+            mask_in_eval: with ``mask``, sample in evaluation mode too (the
+                masked-prediction loss of pretraining needs masked steps in
+                validation as well).
             return_hidden: also return every block's output.
             n_layers: run only the first ``n_layers`` blocks (feature extraction).
 
@@ -515,7 +523,7 @@ class AVEncoder(nn.Module):
         if int(lengths.min()) < 1:
             raise InputError(None, "every utterance needs at least one audio sample or video frame")
         applied: Tensor | None = None
-        if mask or span_mask is not None:
+        if span_mask is not None or (mask and (self.training or mask_in_eval)):
             x, applied = self.masker(x, lengths, span_mask)
         hidden = self.conformer.forward_layers(x, lengths, n_layers)
         features = hidden[-1] if hidden else x

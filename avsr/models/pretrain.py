@@ -204,6 +204,9 @@ class PretrainModel(nn.Module):
     ) -> dict[str, Tensor]:
         """Masked-prediction loss.
 
+        Span masks are drawn in evaluation mode too (validation of the
+        masked-prediction objective needs masked steps).
+
         Args:
             audio: (B, N) waveform or ``None``.
             audio_lengths: (B,) valid samples or ``None``.
@@ -218,7 +221,9 @@ class PretrainModel(nn.Module):
             dict with ``loss``, ``acc`` (masked-step accuracy), ``masked``
             (number of masked steps), ``logits`` (B, T', K) and ``mask`` (B, T').
         """
-        out = self.encoder(audio, audio_lengths, video, video_lengths, mask=True, span_mask=span_mask)
+        out = self.encoder(
+            audio, audio_lengths, video, video_lengths, mask=True, span_mask=span_mask, mask_in_eval=True
+        )
         assert out.mask is not None
         steps = out.features.size(1)
         targets = targets.to(out.features.device).long()[:, :steps]

@@ -88,6 +88,27 @@ def test_train_mode_modality_dropout_zeroes_one_modality() -> None:
     torch.testing.assert_close(av, ao)
 
 
+def test_span_masking_applies_in_training_mode_only() -> None:
+    """``encode(mask=True)`` masks while training, but never a validation or inference pass."""
+    torch.manual_seed(0)
+    quiet = dict(spec_augment=False, video_augment=False, audio_drop_prob=0.0, video_drop_prob=0.0)
+    model = build_model({**SMALL, **quiet, "mask_prob": 0.5, "mask_span": 3})
+    audio, samples, video, frames, _ = batch()
+    with torch.no_grad():
+        model.eval()
+        plain, _ = model.encode(audio, samples, video, frames, mask=False)
+        masked, _ = model.encode(audio, samples, video, frames, mask=True)
+        assert torch.equal(masked, plain)
+        model.train()
+        torch.manual_seed(1)
+        plain, _ = model.encode(audio, samples, video, frames, mask=False)
+        torch.manual_seed(1)
+        again, _ = model.encode(audio, samples, video, frames, mask=False)
+        assert torch.equal(again, plain)  # training mode is deterministic here, so the masks make the gap
+        masked, _ = model.encode(audio, samples, video, frames, mask=True)
+        assert not torch.allclose(masked, plain)
+
+
 def test_decoder_io() -> None:
     model = build_model(SMALL)
     ys_in, ys_out = model.decoder_io(torch.tensor([[3, 4, 5], [6, IGNORE_ID, IGNORE_ID]]))

@@ -160,3 +160,20 @@ def test_av_encoder_hidden_layers_and_mask() -> None:
     assert torch.equal(out.hidden[-1], out.features)
     first = enc(audio, None, None, None, n_layers=1)
     assert first.features.shape == (2, 25, 32)
+
+
+def test_av_encoder_samples_masks_in_training_only_but_applies_a_given_mask_always() -> None:
+    torch.manual_seed(0)
+    enc = build_encoder(AVSRConfig(**{**SMALL, "spec_augment": False, "mask_prob": 0.5, "mask_span": 3})).eval()
+    audio, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000])
+    with torch.no_grad():
+        plain = enc(audio, lengths, None, None)
+        sampled = enc(audio, lengths, None, None, mask=True)
+        assert sampled.mask is None and torch.equal(sampled.features, plain.features)
+        given = torch.zeros(2, 25, dtype=torch.bool)
+        given[0, 2:6] = True
+        fixed = enc(audio, lengths, None, None, span_mask=given)
+        assert fixed.mask is not None and torch.equal(fixed.mask, given)
+        assert not torch.allclose(fixed.features, plain.features)
+        forced = enc(audio, lengths, None, None, mask=True, mask_in_eval=True)
+        assert forced.mask is not None and forced.mask.any()

@@ -112,6 +112,17 @@ def test_pretrain_model_with_fixed_mask_and_config() -> None:
     assert torch.isfinite(out["loss"])
 
 
+def test_pretrain_model_masks_in_eval_mode_too() -> None:
+    """Validation of the masked-prediction loss needs masked steps: eval mode still samples them."""
+    torch.manual_seed(0)
+    model = build_pretrain_model({"encoder": SMALL, "n_clusters": 6}).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 9000]), None, None,
+                    torch.zeros(2, 25, dtype=torch.long))
+    assert out["mask"].any() and not out["mask"][1, 15:].any()
+    assert int(out["masked"]) > 0 and torch.isfinite(out["loss"])
+
+
 def test_extract_features_and_encoder_transfer() -> None:
     torch.manual_seed(0)
     pre = build_pretrain_model({"encoder": SMALL, "n_clusters": 6}).train()
