@@ -96,6 +96,58 @@ def _synth_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
+# avsr evaluate
+# ---------------------------------------------------------------------------
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    from avsr.pretrained import DEFAULT_MODEL
+
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="NAME", default=None,
+                        help=f"bundled pretrained model (default {DEFAULT_MODEL})")
+    source.add_argument("--checkpoint", metavar="PATH", default=None, help="model bundle (.safetensors)")
+    p.add_argument("--manifest", required=True, help="test manifest CSV (id, text, duration, audio, mouths)")
+    p.add_argument("--modality", default="av,audio,video", help="comma-separated: av, audio, video (default all)")
+    p.add_argument("--noise", default="babble",
+                   help="comma-separated synthesised noise types, test sources (default babble)")
+    p.add_argument("--snr", default="clean,10,5,0,-5,-10",
+                   help="comma-separated SNRs in dB and/or clean (default clean,10,5,0,-5,-10); "
+                        "write --snr=-5,0 when the list starts with a minus sign")
+    p.add_argument("--out", required=True, help="output folder: results.csv, results.md, wer_vs_snr.png")
+    p.add_argument("--beam", type=int, default=10, help="beam size (default 10)")
+    p.add_argument("--ctc-weight", type=float, default=0.3, help="CTC weight of the joint score (default 0.3)")
+    p.add_argument("--batch-size", type=int, default=16, help="utterances decoded together (default 16)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N utterances")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_command("evaluate", "WER/CER of a model per noise type, SNR and modality")(_evaluate_args)
+def _evaluate_run(args: argparse.Namespace) -> int:
+    from avsr import evaluation as ev
+    from avsr.checkpoints import load_model
+    from avsr.data.augment import parse_snrs
+    from avsr.pretrained import DEFAULT_MODEL, pretrained_path
+
+    # everything is checked before the model is loaded and decoding starts
+    modalities = ev.parse_modalities(args.modality)
+    noises = ev.parse_noises(args.noise)
+    snrs = parse_snrs(args.snr)
+    ev.check_search(args.beam, args.ctc_weight, args.batch_size)
+    device = ev.check_device(args.device)
+    ev.check_output_dir(args.out)
+    bundle = args.checkpoint if args.checkpoint else pretrained_path(args.model or DEFAULT_MODEL)
+    utterances = ev.read_test_set(args.manifest, modalities, limit=args.limit)
+    model, tokenizer = load_model(bundle, device=device)
+    rows = ev.evaluate(
+        model, tokenizer, utterances, modalities=modalities, noises=noises, snrs=snrs, beam_size=args.beam,
+        ctc_weight=args.ctc_weight, batch_size=args.batch_size, progress=not args.quiet,
+    )
+    ev.write_results(rows, args.out)
+    print(ev.results_markdown(rows), end="")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``avsr`` parser with one subparser per registered subcommand."""
     parser = argparse.ArgumentParser(
