@@ -26,7 +26,9 @@ Example:
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -35,12 +37,15 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import get_rank
 from torch import Tensor
 
 from avsr.audio.noise import NOISE_TYPES, NoiseBank, mix
 from avsr.errors import InputError
 
-__all__ = ["NoiseSource", "NoiseFolder", "noise_source", "parse_snrs", "NoiseMixer", "AUDIO_EXTENSIONS"]
+__all__ = ["NoiseSource", "NoiseFolder", "noise_source", "parse_snrs", "NoiseMixer", "AUDIO_EXTENSIONS", "rank_file"]
+
+logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".opus", ".aac")
 
@@ -187,7 +192,14 @@ def parse_snrs(values: Sequence[str | float | int] | str) -> list[float]:
     return out
 
 
-@register_checkpoint_hooks
+def rank_file(path: str | os.PathLike) -> Path:
+    """This process's file of a per-rank checkpoint entry: ``path`` on rank 0, ``path.rank<N>`` on rank N."""
+    rank = get_rank() or 0
+    p = Path(path)
+    return p if rank == 0 else p.with_name(f"{p.name}.rank{rank}")
+
+
+@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
 class NoiseMixer:
     """Mix noise into utterances at SNRs drawn from a list.
 
@@ -252,13 +264,18 @@ class NoiseMixer:
             out[i, : int(n)] = torch.from_numpy(y)
         return out.to(audio.device)
 
+    # Saved by every DDP rank (each rank draws its own noise): rank N writes ``path.rank<N>``.
     @mark_as_saver
     def _save(self, path: str | os.PathLike) -> None:
-        with open(path, "w", encoding="utf-8") as f:
+        with open(rank_file(path), "w", encoding="utf-8") as f:
             json.dump(self.rng.bit_generator.state, f)
 
     @mark_as_loader
     def _load(self, path: str | os.PathLike, end_of_epoch: bool = False) -> None:
         del end_of_epoch
-        with open(path, encoding="utf-8") as f:
+        mine = rank_file(path)
+        if not mine.is_file():  # resumed with more ranks than were saved: keep this rank's own seed
+            logger.warning("no noise-mixer state for this rank in %s; keeping its fresh generator", Path(path).parent)
+            return
+        with open(mine, encoding="utf-8") as f:
             self.rng.bit_generator.state = json.load(f)

@@ -19,6 +19,8 @@ interrupted.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import os
@@ -32,13 +34,13 @@ import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
 
-from avsr.data.augment import NoiseMixer
+from avsr.data.augment import NoiseMixer, rank_file
 from avsr.data.dataset import Batch, batch_tensors
 from avsr.decoding.ctc import greedy_ctc
 from avsr.metrics import error_counts
 from avsr.tokenizer import Tokenizer
 
-__all__ = ["RandomStates", "AVSRBrain", "MODALITIES", "unwrap"]
+__all__ = ["RandomStates", "AVSRBrain", "MODALITIES", "unwrap", "trace_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +52,13 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module.module if hasattr(module, "module") else module
 
 
-@register_checkpoint_hooks
+@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
 class RandomStates:
-    """Checkpoint recoverable for the global random generators (torch, CUDA, numpy, random)."""
+    """Checkpoint recoverable for the global random generators (torch, CUDA, numpy, random).
+
+    Every DDP rank saves its own generators (rank N to ``path.rank<N>``); a
+    rank without a saved state (resumed with more ranks) takes rank 0's.
+    """
 
     @mark_as_saver
     def _save(self, path: str | os.PathLike) -> None:
@@ -63,12 +69,13 @@ class RandomStates:
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state()
-        torch.save(state, path)
+        torch.save(state, rank_file(path))
 
     @mark_as_loader
     def _load(self, path: str | os.PathLike, end_of_epoch: bool = False) -> None:
         del end_of_epoch
-        state = torch.load(path, weights_only=True)
+        mine = rank_file(path)
+        state = torch.load(mine if mine.is_file() else path, weights_only=True)
         torch.set_rng_state(state["torch"])
         _set_numpy_state_bytes(state["numpy"].numpy().tobytes())
         _set_python_state_list(state["python"].tolist())
@@ -100,6 +107,12 @@ def _set_python_state_list(values: list[int]) -> None:
     random.setstate((version, tuple(internal), None))
 
 
+def trace_file(folder: str | os.PathLike, name: str, suffix: str) -> Path:
+    """``<folder>/<name>.rank<N><suffix>``: a file of the opt-in ``trace_folder`` hparam."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(folder) / f"{name}.rank{int(os.environ.get('RANK', 0))}{suffix}"
+
+
 class AVSRBrain(sb.Brain):
     """SpeechBrain ``Brain`` for :class:`avsr.models.AVSRModel`.
 
@@ -111,7 +124,11 @@ class AVSRBrain(sb.Brain):
     ``epoch_counter``, ``train_logger`` (optional), ``tensorboard_logger``
     (optional), ``keep_best`` (checkpoints kept for averaging),
     ``span_mask`` (span-mask the encoder input in training),
-    ``valid_modalities`` (subset of :data:`MODALITIES`).
+    ``valid_modalities`` (subset of :data:`MODALITIES`), ``trace_folder``
+    (optional, for tests and debugging: each rank appends one JSON line per
+    training batch, ``{"epoch", "step", "optimizer_step", "ids"}``, to
+    ``<trace_folder>/batches.rank<N>.jsonl``; the recipe runner also writes
+    each rank's final weights there).
     """
 
     def on_fit_start(self) -> None:
@@ -129,6 +146,44 @@ class AVSRBrain(sb.Brain):
         total = getattr(self.hparams, "lr_total_steps", None)
         if total and annealing is not None and hasattr(annealing, "num_training_steps"):
             annealing.num_training_steps = int(total)
+
+    def _wrap_distributed(self) -> None:
+        """SpeechBrain's DDP wrapping, but on CPU without ``SyncBatchNorm`` (which needs GPUs).
+
+        On CPU the batch-norm buffers are broadcast from rank 0 at every
+        forward (DDP's default), so the ranks still hold the same model.
+        """
+        if self.distributed_launch and not str(self.device).startswith("cuda"):
+            from torch.nn.parallel import DistributedDataParallel
+
+            for name, module in self.modules.items():
+                if any(p.requires_grad for p in module.parameters()):
+                    self.modules[name] = DistributedDataParallel(
+                        module, find_unused_parameters=self.find_unused_parameters
+                    )
+            return
+        super()._wrap_distributed()
+
+    def make_dataloader(self, dataset: Any, stage: sb.Stage, ckpt_prefix: str | None = "dataloader-", **loader_kwargs: Any):
+        """SpeechBrain's loader, made reproducible across a kill and a resume.
+
+        * The loader gets its own ``torch.Generator`` (seeded by ``seed``):
+          otherwise each new iterator draws its base seed from the global
+          generator, and a resumed run, which makes one more iterator than
+          the interrupted one, would continue from a shifted random state.
+        * A ``batch_sampler`` (the duration batches) becomes the Brain's
+          ``train_sampler`` outside DDP too, so ``set_epoch`` reshuffles it
+          every epoch (SpeechBrain calls it only on a DDP wrapper or its own
+          shuffling sampler; without this every epoch had the same order).
+        """
+        if loader_kwargs.get("generator") is None:
+            seed = int(getattr(self.hparams, "seed", 0))
+            loader_kwargs["generator"] = torch.Generator().manual_seed(seed + list(sb.Stage).index(stage))
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        sampler = loader_kwargs.get("batch_sampler")
+        if stage == sb.Stage.TRAIN and self.train_sampler is None and hasattr(sampler, "set_epoch"):
+            self.train_sampler = sampler
+        return loader
 
     # ------------------------------------------------------------------ helpers
 
@@ -192,6 +247,12 @@ class AVSRBrain(sb.Brain):
         """Advance the learning-rate schedule after every optimizer step."""
         if should_step and getattr(self.hparams, "lr_annealing", None) is not None:
             self.hparams.lr_annealing(self.optimizer)
+        trace = getattr(self.hparams, "trace_folder", None)
+        if trace:
+            record = {"epoch": int(self.hparams.epoch_counter.current), "step": self.step,
+                      "optimizer_step": self.optimizer_step, "ids": list(batch.id)}
+            with open(trace_file(trace, "batches", ".jsonl"), "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
     def on_stage_start(self, stage: sb.Stage, epoch: int | None = None) -> None:
         """Reset validation counters and re-seed the validation noise."""

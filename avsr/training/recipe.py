@@ -22,6 +22,7 @@ command is run again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -41,11 +42,21 @@ from avsr.data.manifest import read_manifest
 from avsr.errors import AVSRError, InputError
 from avsr.models.avsr import BASE, TINY, AVSRModel, build_model
 from avsr.tokenizer import Tokenizer
-from avsr.training.asr import AVSRBrain
+from avsr.training.asr import AVSRBrain, trace_file
 
 __all__ = ["PRESETS", "load_tokenizer", "save_tokenizer", "build_recipe_model", "run_asr", "main"]
 
 logger = logging.getLogger(__name__)
+
+
+def _quiet_optional_torchvision(record: logging.LogRecord) -> bool:
+    """Drop SpeechBrain's import-time 'torchvision is not available' warning (no figures are saved here)."""
+    return "torchvision is not available" not in record.getMessage()
+
+
+# Emitted when the hparams load speechbrain.utils.train_logger, before logging is set up, so it
+# would land on stderr next to the one line an error must be.
+logging.getLogger("speechbrain.utils.train_logger").addFilter(_quiet_optional_torchvision)
 
 PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY, "base": BASE}
 
@@ -75,7 +86,10 @@ def build_recipe_model(hparams: dict[str, Any], tokenizer: Tokenizer) -> AVSRMod
     if preset not in PRESETS:
         raise InputError(None, f"unknown model_preset {preset!r} (choose from {', '.join(PRESETS)})")
     overrides = dict(hparams.get("model") or {})
-    return build_model({**PRESETS[preset], **overrides, "vocab_size": tokenizer.vocab_size})
+    try:
+        return build_model({**PRESETS[preset], **overrides, "vocab_size": tokenizer.vocab_size})
+    except (TypeError, ValueError) as e:
+        raise InputError(None, f"bad model settings: {e}") from None
 
 
 def _mixer(hparams: dict[str, Any], key: str, seed: int) -> NoiseMixer | None:
@@ -90,14 +104,50 @@ def _mixer(hparams: dict[str, Any], key: str, seed: int) -> NoiseMixer | None:
     return NoiseMixer(source, hparams.get(f"{key}_snrs", hparams.get("train_noise_snrs", ["clean"])), seed=seed, kinds=kinds)
 
 
-def _run_opts_defaults(run_opts: Any, argv: Sequence[str]) -> None:
-    """DDP backend gloo on CPU unless one was chosen; a clear error for CUDA without a GPU."""
+def _run_opts_defaults(run_opts: Any, argv: Sequence[str]) -> Any:
+    """DDP backend gloo on CPU unless one was chosen; a clear error for CUDA without a GPU.
+
+    Returns:
+        the run options (SpeechBrain's ``RunOptions`` is a frozen dataclass: a changed copy).
+    """
     device = str(run_opts.get("device") or ("cuda:0" if torch.cuda.is_available() else "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(None, "--device cuda was asked for but no CUDA device is available")
     chosen = any(a.startswith("--distributed_backend") for a in argv)
     if "RANK" in os.environ and not chosen and device.startswith("cpu"):
-        run_opts.distributed_backend = "gloo"
+        if isinstance(run_opts, dict):
+            run_opts["distributed_backend"] = "gloo"
+        else:
+            overridden = set(getattr(run_opts, "overridden_args", ())) | {"distributed_backend"}  # so Brain uses it
+            run_opts = dataclasses.replace(run_opts, distributed_backend="gloo", overridden_args=overridden)
+    return run_opts
+
+
+def _load_hparams(path: str, overrides: str) -> dict[str, Any]:
+    """HyperPyYAML with the overrides; a bad key or bad YAML is an :class:`InputError`."""
+    from ruamel.yaml import YAMLError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return load_hyperpyyaml(f, overrides)
+    except KeyError as e:  # an override of a key the file lacks, or a !ref to one
+        message = str(e.args[0]) if e.args else str(e)
+        raise InputError(path, message.split(" in: ")[0]) from None
+    except YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        raise InputError(path, f"cannot parse the hparams or an override: {problem}") from None
+
+
+def _positive(hparams: dict[str, Any], key: str, cast: type = float) -> float:
+    """``hparams[key]`` as a positive number, or an :class:`InputError` naming the key."""
+    value = hparams.get(key)
+    try:
+        number = cast(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not (0 < number < math.inf):
+        raise InputError(None, f"{key} must be a positive number, got {value!r}")
+    return number
 
 
 def run_asr(argv: Sequence[str]) -> Path:
@@ -110,12 +160,13 @@ def run_asr(argv: Sequence[str]) -> Path:
         the averaged model bundle's path.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
-    _run_opts_defaults(run_opts, argv)
+    run_opts = _run_opts_defaults(run_opts, argv)
     if not Path(hparams_file).is_file():
         raise InputError(hparams_file, "no such hparams file")
     sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as f:
-        hparams = load_hyperpyyaml(f, overrides)
+    hparams = _load_hparams(hparams_file, overrides)
+    for key, cast in (("batch_seconds", float), ("valid_batch_seconds", float), ("number_of_epochs", int)):
+        _positive(hparams, key, cast)
     torch.manual_seed(int(hparams["seed"]))
     if hparams.get("num_threads"):
         torch.set_num_threads(int(hparams["num_threads"]))
@@ -168,6 +219,11 @@ def run_asr(argv: Sequence[str]) -> Path:
         train_loader_kwargs={"batch_sampler": sampler, **loader_opts},
         valid_loader_kwargs={"batch_sampler": valid_sampler, **loader_opts},
     )
+    if hparams.get("trace_folder"):  # opt-in (tests): each rank's final weights, before averaging
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in brain.model.state_dict().items()}
+        save_file(state, os.fspath(trace_file(hparams["trace_folder"], "weights", ".safetensors")))
     bundle = Path(hparams["bundle"])
     if sb.utils.distributed.if_main_process():
         averaged = brain.average_best()
