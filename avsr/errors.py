@@ -21,3 +21,11 @@ class InputError(AVSRError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class NoFaceError(InputError):
+    """A video (or a time range of it) in which no face was found on any frame.
+
+    Callers that can fall back to audio catch this one and let other input
+    errors (an unreadable file, no video stream) through.
+    """

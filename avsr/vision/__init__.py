@@ -30,7 +30,7 @@ from typing import Iterable
 
 import numpy as np
 
-from avsr.errors import InputError
+from avsr.errors import InputError, NoFaceError
 from avsr.vision.align import fill_gaps, similarity_transform, smooth
 from avsr.vision.landmarks import LandmarkDetector, detect_landmarks, detector_for_video
 from avsr.vision.mouth import MouthCropper, center_crop, random_crop
@@ -128,7 +128,7 @@ def extract_mouths(
 
     Raises:
         ValueError: malformed ``frames`` / ``timestamps`` or no frames.
-        InputError: no face on any frame (``path`` is ``None``).
+        NoFaceError: no face on any frame (an :class:`~avsr.errors.InputError`; ``path`` is ``None``).
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -146,7 +146,7 @@ def extract_mouths(
         index = np.arange(frames.shape[0])
     track, _ = _run((frames[i] for i in index), fps, size, smooth_window, detector)
     if track is None:
-        raise InputError(None, "no face found in any frame")
+        raise NoFaceError(None, "no face found in any frame")
     return track
 
 
@@ -179,8 +179,9 @@ def extract_mouths_from_file(
         :class:`MouthTrack`.
 
     Raises:
-        InputError: unreadable file, no video stream, no video frames, or no
-            face found in any frame.
+        InputError: unreadable file, no video stream or no video frames;
+            :class:`~avsr.errors.NoFaceError` (a subclass) when no face was
+            found in any frame.
     """
     from avsr.io import iter_frames_at
 
@@ -190,7 +191,7 @@ def extract_mouths_from_file(
     if n == 0:
         raise InputError(p, "no video frames")
     if track is None:
-        raise InputError(p, "no face found in any frame")
+        raise NoFaceError(p, "no face found in any frame")
     return track
 
 
