@@ -51,6 +51,7 @@ __all__ = [
     "probe",
     "read_av",
     "read_audio",
+    "iter_audio",
     "iter_video_frames",
     "iter_frames_at",
     "resample_indices",
@@ -829,6 +830,45 @@ def _read_audio_range(
         return np.zeros(0, dtype=np.float32), float(start)
     audio = np.clip(np.concatenate(chunks), -1.0, 1.0)
     return audio.astype(np.float32, copy=False), float(t_first) + 0.0  # no "-0.0"
+
+
+def iter_audio(
+    path: str | os.PathLike,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    sample_rate: int = SAMPLE_RATE,
+) -> Iterator[tuple[np.ndarray, float]]:
+    """Stream the audio of a file (or of ``[start, end)``) as mono float32 chunks.
+
+    Memory stays at a few decoded frames however long the file is; the chunks
+    joined are what :func:`read_audio` returns.
+
+    Args:
+        path: media file with an audio stream.
+        start: first time in seconds (``None``: file start).
+        end: end time in seconds, exclusive (``None``: end of file).
+        sample_rate: output rate in Hz.
+
+    Yields:
+        ``(chunk, t)``: ``float32 (n,)`` samples in ``[-1, 1]`` and the time in
+        seconds of ``chunk[0]``; chunks are contiguous.
+
+    Raises:
+        InputError: bad file, no audio stream, or a bad range.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
+        >>> write_av(path, None, 25, np.zeros(16000, np.float32))
+        >>> sum(len(c) for c, _ in iter_audio(path)), next(iter_audio(path))[1]
+        (16000, 0.0)
+        >>> import shutil; shutil.rmtree(os.path.dirname(path))
+    """
+    p = os.fspath(path)
+    _check_range(p, start, end)
+    for chunk, t in _iter_audio(p, start, end, int(sample_rate)):
+        yield np.clip(chunk, -1.0, 1.0).astype(np.float32, copy=False), float(t) + 0.0
 
 
 def read_audio(
