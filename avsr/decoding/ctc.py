@@ -13,6 +13,7 @@ candidate tokens per hypothesis.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -270,11 +271,20 @@ def forced_align(log_probs: Tensor, tokens: Sequence[int], blank: int = 0) -> li
 
 @dataclass
 class WordTiming:
-    """A word and its time span in seconds."""
+    """A word, its time span in seconds and how sure CTC is of it.
+
+    Attributes:
+        word: the word's text.
+        start: time of its first frame.
+        end: end of its last frame.
+        confidence: geometric mean over the word's tokens of each token's
+            highest CTC posterior on the frames aligned to it, in ``[0, 1]``.
+    """
 
     word: str
     start: float
     end: float
+    confidence: float = 1.0
 
 
 def word_timestamps(
@@ -299,7 +309,12 @@ def word_timestamps(
     """
     tokens = [int(t) for t in tokens if int(t) not in tokenizer.special_ids()]
     spans = forced_align(log_probs, tokens, blank=blank)
+    lp = log_probs.detach().float().cpu()
+    # log of each token's best posterior on its own frames
+    token_lp = [float(lp[a : b + 1, tok].max()) for tok, (a, b) in zip(tokens, spans)]
     words = []
     for word, first, last in tokenizer.word_spans(tokens):
-        words.append(WordTiming(word, spans[first][0] / frame_rate, (spans[last][1] + 1) / frame_rate))
+        confidence = math.exp(sum(token_lp[first : last + 1]) / (last - first + 1))
+        words.append(WordTiming(word, spans[first][0] / frame_rate, (spans[last][1] + 1) / frame_rate,
+                                min(1.0, confidence)))
     return words
