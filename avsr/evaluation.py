@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from avsr.errors import InputError
+from avsr.inference import check_device, check_search, decode_texts, pad_batch
 
 if TYPE_CHECKING:
     from torch import nn
@@ -141,51 +142,6 @@ def _parse_levels(snrs: str | Sequence[str | float | int]) -> list[float]:
         if s not in out:
             out.append(s)
     return out
-
-
-def check_search(beam_size: int, ctc_weight: float, batch_size: int) -> None:
-    """Check the decoding settings.
-
-    Args:
-        beam_size: hypotheses kept per utterance (``>= 1``).
-        ctc_weight: CTC weight of the joint score, in ``[0, 1]``.
-        batch_size: utterances decoded together (``>= 1``).
-
-    Raises:
-        InputError: a value out of range.
-    """
-    if int(beam_size) != beam_size or beam_size < 1:
-        raise InputError(None, f"beam size must be a positive integer, got {beam_size}")
-    if not (isinstance(ctc_weight, (int, float)) and 0.0 <= ctc_weight <= 1.0):
-        raise InputError(None, f"CTC weight must be in [0, 1], got {ctc_weight}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise InputError(None, f"batch size must be a positive integer, got {batch_size}")
-
-
-def check_device(name: str | torch.device) -> torch.device:
-    """Parse a device name and make sure it is usable.
-
-    Args:
-        name: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-
-    Returns:
-        the device.
-
-    Raises:
-        InputError: an unknown device, or CUDA asked for where there is none.
-    """
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise InputError(None, f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(None, f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(None, f"device {name!r}: CUDA is not available here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(None, f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def check_output_dir(path: str | os.PathLike) -> None:
@@ -326,34 +282,6 @@ def _snr_value(snr: float) -> str | int | float:
     return int(snr) if float(snr).is_integer() else float(snr)
 
 
-def _pad(signals: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Zero-pad along the first axis: ``(B, Lmax, ...)`` and lengths ``(B,)``."""
-    lengths = torch.tensor([len(s) for s in signals], dtype=torch.long)
-    padded = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True)
-    return padded.to(device), lengths.to(device)
-
-
-def _decode(
-    model: "nn.Module",
-    tokenizer: "Tokenizer",
-    audio: tuple[Tensor, Tensor] | None,
-    video: tuple[Tensor, Tensor] | None,
-    beam_size: int,
-    ctc_weight: float,
-) -> list[str]:
-    """Encode a batch with the given modalities and beam-search it; texts per utterance."""
-    from avsr.decoding import joint_beam_search
-
-    a, a_len = audio if audio is not None else (None, None)
-    v, v_len = video if video is not None else (None, None)
-    enc, lengths = model.encode(a, a_len, v, v_len)
-    hyps = joint_beam_search(
-        model, enc, lengths, beam_size=beam_size, ctc_weight=ctc_weight,
-        blank_id=int(getattr(model, "blank_id", 0)), nbest=1,
-    )
-    return [tokenizer.decode(h[0].tokens) for h in hyps]
-
-
 def _check_files(utterances: Sequence["Utterance"], modalities: Sequence[str]) -> None:
     for u in utterances:
         if u.audio is None and any(m in _NEEDS_AUDIO for m in modalities):
@@ -451,14 +379,14 @@ def evaluate(
                 if any(m in _NEEDS_VIDEO for m in mods):
                     mouths = [load_mouths(u.mouths) for u in batch]
                     _check_frame_sizes(batch, mouths)
-                    video = _pad(mouths, device)
+                    video = pad_batch(mouths, device)
                 mixtures = _mixtures(batch, speech, kinds, noisy, bank) if bank is not None else {}
                 for kind, snr, modality in passes:
                     audio = None
                     if modality in _NEEDS_AUDIO:
                         waves = speech if kind is None else mixtures[kind, snr]
-                        audio = _pad([torch.from_numpy(np.ascontiguousarray(w)) for w in waves], device)
-                    hyps = _decode(model, tokenizer, audio, video if modality in _NEEDS_VIDEO else None,
+                        audio = pad_batch([torch.from_numpy(np.ascontiguousarray(w)) for w in waves], device)
+                    hyps = decode_texts(model, tokenizer, audio, video if modality in _NEEDS_VIDEO else None,
                                    beam_size, ctc_weight)
                     counts[kind, snr, modality].add(refs, hyps)
                     bar.update(1)
