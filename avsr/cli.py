@@ -148,6 +148,93 @@ def _evaluate_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
+# avsr transcribe
+# ---------------------------------------------------------------------------
+def _transcribe_args(p: argparse.ArgumentParser) -> None:
+    from avsr.inference import MODALITY_CHOICES
+    from avsr.pretrained import DEFAULT_MODEL
+    from avsr.transcript import FORMATS
+
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="media files (any container; audio-only too), folders of them, or quoted glob patterns")
+    p.add_argument("-o", "--output", metavar="OUT", default=None,
+                   help="output file (one input) or folder (a file per input); default: stdout only")
+    p.add_argument("--format", default="txt", choices=FORMATS, help="output format (default txt)")
+    p.add_argument("--modality", default="auto", choices=MODALITY_CHOICES,
+                   help="auto (default: lips and audio where a face is seen, audio where not, lips where "
+                        "there is no audio), or force av, audio or video")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="NAME", default=None,
+                        help=f"bundled pretrained model (default {DEFAULT_MODEL})")
+    source.add_argument("--checkpoint", metavar="PATH", default=None, help="model bundle (.safetensors)")
+    p.add_argument("--beam", type=int, default=10, help="beam size (default 10)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_command("transcribe", "transcribe media files: text, subtitles or JSON with word times")(_transcribe_args)
+def _transcribe_run(args: argparse.Namespace) -> int:
+    from avsr.errors import InputError
+    from avsr.inference import Transcriber, expand_inputs, output_paths
+    from avsr.transcript import EXTENSIONS, format_result, write_result
+
+    _log_to_stderr(args.command)
+    items = expand_inputs(args.inputs)
+    files = [i.path for i in items if i.error is None]
+    targets = output_paths(files, args.output, EXTENSIONS[args.format])
+    if targets is None and args.format in ("srt", "vtt") and len(items) > 1:
+        raise InputError(None, f"--format {args.format} with several inputs needs -o FOLDER")
+    settings = dict(device=args.device, beam_size=args.beam, progress=not args.quiet)
+    if args.checkpoint:
+        transcriber = Transcriber.from_checkpoint(args.checkpoint, **settings)
+    else:
+        transcriber = Transcriber.from_pretrained(args.model, **settings)
+    errors = [i.error for i in items if i.error is not None]
+    for line in errors:
+        print(f"avsr transcribe: error: {line}", file=sys.stderr)
+    with transcriber:
+        for path, result, error in transcriber.transcribe_many(files, modality=args.modality):
+            try:
+                if error is None and targets is not None:
+                    write_result(result, targets[path], args.format)
+            except AVSRError as e:
+                error = str(e)
+            if error is not None:
+                errors.append(error)
+                print(f"avsr transcribe: error: {error}", file=sys.stderr)
+                continue
+            if targets is None and args.format != "txt":  # JSON Lines, or the subtitles of the one input
+                print(format_result(result, args.format, indent=None), end="", flush=True)
+            else:
+                print(result["text"], flush=True)
+    if errors:
+        print(f"avsr transcribe: {len(errors)} of {len(items)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _log_to_stderr(command: str) -> None:
+    """Warnings of the library (``avsr.*`` loggers) as ``avsr COMMAND: warning: ...`` lines on stderr."""
+    import logging
+
+    class ToStderr(logging.StreamHandler):
+        """Writes to whatever ``sys.stderr`` is at the time (it may be swapped, e.g. by tests)."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.stream = sys.stderr
+            super().emit(record)
+
+    log = logging.getLogger("avsr")
+    for old in [h for h in log.handlers if getattr(h, "_avsr_cli", False)]:
+        log.removeHandler(old)
+    handler = ToStderr()
+    handler.setFormatter(logging.Formatter(f"avsr {command}: warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    handler._avsr_cli = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+
+
+# ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``avsr`` parser with one subparser per registered subcommand."""
     parser = argparse.ArgumentParser(
