@@ -44,7 +44,7 @@ from avsr.models.avsr import BASE, TINY, AVSRModel, build_model
 from avsr.tokenizer import Tokenizer
 from avsr.training.asr import AVSRBrain, trace_file
 
-__all__ = ["PRESETS", "load_tokenizer", "save_tokenizer", "build_recipe_model", "run_asr", "main"]
+__all__ = ["PRESETS", "load_tokenizer", "save_tokenizer", "build_recipe_model", "init_from_bundle", "run_asr", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,29 @@ def build_recipe_model(hparams: dict[str, Any], tokenizer: Tokenizer) -> AVSRMod
         return build_model({**PRESETS[preset], **overrides, "vocab_size": tokenizer.vocab_size})
     except (TypeError, ValueError) as e:
         raise InputError(None, f"bad model settings: {e}") from None
+
+
+def init_from_bundle(model: AVSRModel, path: str | os.PathLike, tokenizer: Tokenizer) -> None:
+    """Start training from the weights of a model bundle (e.g. a shipped model, to train it further).
+
+    Args:
+        model: the freshly built recipe model.
+        path: a bundle (``.safetensors``) with the same architecture and tokenizer.
+        tokenizer: the recipe's tokenizer (must equal the bundle's).
+
+    Raises:
+        InputError: a missing or damaged bundle, another tokenizer, or weights that do not fit.
+    """
+    from avsr.checkpoints import load_bundle
+
+    _, state, bundle_tokenizer = load_bundle(path)
+    if bundle_tokenizer != tokenizer:
+        raise InputError(path, "init_from bundle has another tokenizer than the recipe's")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"init_from weights do not fit the recipe's model: {first}") from None
 
 
 def _mixer(hparams: dict[str, Any], key: str, seed: int) -> NoiseMixer | None:
@@ -177,6 +200,8 @@ def run_asr(argv: Sequence[str]) -> Path:
 
     tokenizer = load_tokenizer(hparams["tokenizer_file"])
     model = build_recipe_model(hparams, tokenizer)
+    if hparams.get("init_from"):  # a resumed run's checkpoint, when there is one, takes precedence
+        init_from_bundle(model, hparams["init_from"], tokenizer)
     use_audio = bool(hparams.get("use_audio", True))
     use_video = bool(hparams.get("use_video", True))
     train = make_dataset(

@@ -144,3 +144,29 @@ def test_brain_loaders_leave_the_global_generator_alone_and_reshuffle_each_epoch
     assert sorted(i for b in ids for i in b) == sorted(ds.data_ids)
     brain.train_sampler.set_epoch(2)
     assert [list(b.id) for b in loader] != ids
+
+
+def test_init_from_bundle_loads_weights_and_refuses_misfits(tmp_path: Path) -> None:
+    from avsr.checkpoints import save_model
+    from avsr.errors import InputError
+    from avsr.models.avsr import build_model
+    from avsr.training.recipe import init_from_bundle
+    from tiny_configs import SMALL_MODEL
+
+    tok = CharTokenizer.train(["bin blue at f two now"])
+    torch.manual_seed(0)
+    trained = build_model({**SMALL_MODEL, "vocab_size": tok.vocab_size})
+    save_model(tmp_path / "b.safetensors", trained, tok)
+    torch.manual_seed(1)
+    fresh = build_model({**SMALL_MODEL, "vocab_size": tok.vocab_size})
+    init_from_bundle(fresh, tmp_path / "b.safetensors", tok)
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    wider = build_model({**SMALL_MODEL, "vocab_size": tok.vocab_size, "encoder_ff": 96})
+    with pytest.raises(InputError, match="do not fit"):
+        init_from_bundle(wider, tmp_path / "b.safetensors", tok)
+    with pytest.raises(InputError, match="another tokenizer"):
+        init_from_bundle(fresh, tmp_path / "b.safetensors", CharTokenizer.train(["xyz"]))
+    with pytest.raises(InputError):
+        init_from_bundle(fresh, tmp_path / "missing.safetensors", tok)
