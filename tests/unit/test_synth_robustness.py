@@ -207,8 +207,9 @@ def test_resume_with_another_face_photo_redraws(tmp_path):
 
 
 def test_ctrl_c_stops_promptly_and_the_rerun_completes(tmp_path):
+    N = 120  # long enough that a loaded machine cannot finish before the Ctrl-C lands
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "avsr", "synth", "--out", str(tmp_path), "--num", "40", "--split", "valid",
+    args = [sys.executable, "-m", "avsr", "synth", "--out", str(tmp_path), "--num", str(N), "--split", "valid",
             "--seed", "9", "--processes", "2", "--quiet"]
     proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -225,15 +226,15 @@ def test_ctrl_c_stops_promptly_and_the_rerun_completes(tmp_path):
     done = len(list((tmp_path / "valid").glob("*.json")))
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines() == ["avsr synth: interrupted"]
-    if done == 40:  # pragma: no cover - the machine was fast enough to finish first
+    if done == N:  # pragma: no cover - the machine was fast enough to finish first
         pytest.fail("the run finished before it could be interrupted; make it longer")
     assert cli.main(args[3:]) == 0  # the rerun finishes the job
     rows = read_manifest(tmp_path / "valid.csv")
-    assert [r["id"] for r in rows] == [s.id for s in plan("valid", 40, 9)]
+    assert [r["id"] for r in rows] == [s.id for s in plan("valid", N, 9)]
     assert all(Path(r[k]).is_file() for r in rows for k in ("audio", "mouths", "video"))
     assert not [p for p in (tmp_path / "valid").iterdir() if p.name.startswith(".")]  # no temporaries left
     # what the interrupted-then-resumed run made is what a clean run makes
-    fresh = make_utterance(plan("valid", 40, 9)[-1], tmp_path / "fresh")
+    fresh = make_utterance(plan("valid", N, 9)[-1], tmp_path / "fresh")
     assert fresh["words"] == rows[-1]["words"] and fresh["speaker"] == rows[-1]["speaker"]
     np.testing.assert_array_equal(np.load(tmp_path / "fresh" / fresh["mouths"])["mouths"],
                                   np.load(rows[-1]["mouths"])["mouths"])
