@@ -62,10 +62,13 @@ class RandomStates:
 
     @mark_as_saver
     def _save(self, path: str | os.PathLike) -> None:
+        _, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
         state = {
             "torch": torch.get_rng_state(),
-            "numpy": torch.from_numpy(np.frombuffer(_numpy_state_bytes(), dtype=np.uint8).copy()),
-            "python": torch.tensor(_python_state_list(), dtype=torch.int64),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state()
@@ -77,34 +80,11 @@ class RandomStates:
         mine = rank_file(path)
         state = torch.load(mine if mine.is_file() else path, weights_only=True)
         torch.set_rng_state(state["torch"])
-        _set_numpy_state_bytes(state["numpy"].numpy().tobytes())
-        _set_python_state_list(state["python"].tolist())
+        n, p = state["numpy"], state["python"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
-
-
-def _numpy_state_bytes() -> bytes:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    header = np.array([pos, has_gauss], dtype=np.int64).tobytes() + np.array([cached], dtype=np.float64).tobytes()
-    return header + np.asarray(keys, dtype=np.uint32).tobytes()
-
-
-def _set_numpy_state_bytes(raw: bytes) -> None:
-    pos, has_gauss = np.frombuffer(raw[:16], dtype=np.int64)
-    cached = float(np.frombuffer(raw[16:24], dtype=np.float64)[0])
-    keys = np.frombuffer(raw[24:], dtype=np.uint32)
-    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), cached))
-
-
-def _python_state_list() -> list[int]:
-    version, internal, gauss = random.getstate()
-    return [version, *internal, -1 if gauss is None else 1]
-
-
-def _set_python_state_list(values: list[int]) -> None:
-    version, *internal, gauss_flag = values
-    del gauss_flag  # the cached gauss value is dropped (random.gauss is not used here)
-    random.setstate((version, tuple(internal), None))
 
 
 def trace_file(folder: str | os.PathLike, name: str, suffix: str) -> Path:

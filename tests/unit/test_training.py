@@ -23,7 +23,7 @@ from tests.tiny_configs import SMALL_MODEL
 
 def _draw() -> tuple:
     return (torch.rand(4).tolist(), np.random.rand(4).tolist(), np.random.randint(0, 1000, 3).tolist(),
-            [random.random() for _ in range(4)], random.getrandbits(64))
+            [random.random() for _ in range(4)], random.getrandbits(64), random.gauss(0.0, 1.0))
 
 
 def test_random_states_round_trip(tmp_path: Path) -> None:
@@ -31,6 +31,7 @@ def test_random_states_round_trip(tmp_path: Path) -> None:
     np.random.seed(4)
     random.seed(5)
     np.random.standard_normal()  # leaves a cached gaussian in numpy's state
+    random.gauss(0.0, 1.0)  # and in python's
     _draw()
     RandomStates()._save(tmp_path / "rng.ckpt")
     expected = _draw()
