@@ -40,7 +40,7 @@ from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, registe
 from speechbrain.utils.distributed import get_rank
 from torch import Tensor
 
-from avsr.audio.noise import NOISE_TYPES, NoiseBank, mix
+from avsr.audio.noise import NOISE_TYPES, NoiseBank, _fit_length, mix
 from avsr.errors import InputError
 
 __all__ = ["NoiseSource", "NoiseFolder", "noise_source", "parse_snrs", "NoiseMixer", "AUDIO_EXTENSIONS", "rank_file"]
@@ -127,8 +127,7 @@ class NoiseFolder:
         x = read_audio(path, start=start, end=None if start is None else start + want, sample_rate=self.sample_rate)
         if len(x) == 0:
             raise InputError(path, "noise file has no samples")
-        reps = -(-num_samples // len(x))
-        return np.tile(x, reps)[:num_samples].astype(np.float32)
+        return _fit_length(x, num_samples, None).astype(np.float32)  # looped when the file is shorter
 
 
 def noise_source(spec: str, split: str = "train", *, seed: int = 0, seconds: float = 30.0, variants: int = 2) -> NoiseSource:
