@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -57,10 +58,12 @@ def load_audio(path: str) -> Tensor:
 def load_mouths(path: str) -> Tensor:
     """Read the ``mouths`` array (T, H, W) uint8 of an npz file."""
     try:
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             mouths = data["mouths"]
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(path, f"not a mouth-crop npz ({e})") from None
+    except KeyError:
+        raise InputError(path, "not a mouth-crop npz (no 'mouths' array)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise InputError(path, "not a mouth-crop npz (unreadable or truncated file)") from None
     if mouths.ndim != 3 or mouths.dtype != np.uint8:
         raise InputError(path, f"mouths must be (T, H, W) uint8, got {mouths.shape} {mouths.dtype}")
     return torch.from_numpy(np.ascontiguousarray(mouths))

@@ -73,11 +73,13 @@ def test_load_mouths_rejects_bad_files(tmp_path: Path) -> None:
     np.savez(tmp_path / "float.npz", mouths=np.zeros((4, 96, 96), np.float32))
     np.savez(tmp_path / "other.npz", frames=np.zeros((4, 96, 96), np.uint8))
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    np.savez(tmp_path / "whole.npz", mouths=np.zeros((4, 96, 96), np.uint8))
+    (tmp_path / "truncated.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:-200])
     with pytest.raises(InputError, match=r"must be \(T, H, W\) uint8"):
         load_mouths(str(tmp_path / "rgb.npz"))
     with pytest.raises(InputError, match=r"must be \(T, H, W\) uint8"):
         load_mouths(str(tmp_path / "float.npz"))
-    for name in ("other.npz", "junk.npz"):
+    for name in ("other.npz", "junk.npz", "truncated.npz"):
         with pytest.raises(InputError, match="not a mouth-crop npz"):
             load_mouths(str(tmp_path / name))
 
