@@ -115,16 +115,19 @@ def init_from_bundle(model: AVSRModel, path: str | os.PathLike, tokenizer: Token
         raise InputError(path, f"init_from weights do not fit the recipe's model: {first}") from None
 
 
-def _mixer(hparams: dict[str, Any], key: str, seed: int) -> NoiseMixer | None:
+def _mixer(hparams: dict[str, Any], key: str, seed: int, sources: dict[str, Any]) -> NoiseMixer | None:
+    """The noise mixer of ``key`` (``train_noise`` / ``valid_noise``); mixers of one spec share one source."""
     spec = hparams.get(key)
     if not spec:
         return None
-    source = noise_source(
-        str(spec), "train", seed=int(hparams.get("noise_bank_seed", 0)),
-        seconds=float(hparams.get("noise_bank_seconds", 30.0)), variants=int(hparams.get("noise_bank_variants", 2)),
-    )
+    if str(spec) not in sources:  # the synthesised bank takes seconds to build: once per spec
+        sources[str(spec)] = noise_source(
+            str(spec), "train", seed=int(hparams.get("noise_bank_seed", 0)),
+            seconds=float(hparams.get("noise_bank_seconds", 30.0)), variants=int(hparams.get("noise_bank_variants", 2)),
+        )
     kinds = hparams.get("noise_kinds") or None
-    return NoiseMixer(source, hparams.get(f"{key}_snrs", hparams.get("train_noise_snrs", ["clean"])), seed=seed, kinds=kinds)
+    snrs = hparams.get(f"{key}_snrs", hparams.get("train_noise_snrs", ["clean"]))
+    return NoiseMixer(sources[str(spec)], snrs, seed=seed, kinds=kinds)
 
 
 def _run_opts_defaults(run_opts: Any, argv: Sequence[str]) -> Any:
@@ -224,8 +227,9 @@ def run_asr(argv: Sequence[str]) -> Path:
         annealing.num_training_steps = hparams["lr_total_steps"]
 
     hparams["tokenizer"] = tokenizer
-    hparams["train_noise"] = _mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank)
-    hparams["valid_noise"] = _mixer(hparams, "valid_noise", int(hparams.get("valid_noise_seed", 1234)))
+    sources: dict[str, Any] = {}
+    hparams["train_noise"] = _mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank, sources)
+    hparams["valid_noise"] = _mixer(hparams, "valid_noise", int(hparams.get("valid_noise_seed", 1234)), sources)
     checkpointer = hparams["checkpointer"]
     checkpointer.add_recoverable("model", model)
     checkpointer.add_recoverable("counter", hparams["epoch_counter"])
