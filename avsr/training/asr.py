@@ -37,6 +37,7 @@ from torch import nn
 from avsr.data.augment import NoiseMixer, rank_file
 from avsr.data.dataset import Batch, batch_tensors
 from avsr.decoding.ctc import greedy_ctc
+from avsr.evaluation import MODALITIES
 from avsr.metrics import error_counts
 from avsr.tokenizer import Tokenizer
 
@@ -44,7 +45,6 @@ __all__ = ["RandomStates", "AVSRBrain", "MODALITIES", "unwrap", "trace_file"]
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("av", "audio", "video")
 
 
 def unwrap(module: nn.Module) -> nn.Module:
