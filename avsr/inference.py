@@ -36,6 +36,16 @@ Memory
     5 MB per 20 s segment), however long the input. A decoded
     :class:`avsr.io.AVClip` passed in is of course already in memory.
 
+Timing
+    Set :attr:`Transcriber.timings` to a dict and every call adds the wall
+    seconds of each stage to it (:data:`TIMED_STAGES`): ``vad`` (the audio
+    streamed through the decoder and the voice activity detector),
+    ``audio`` (reading each segment's audio), ``lips`` (decoding each
+    segment's frames + landmarks + alignment + crop), ``encode`` (the model's
+    forward pass and CTC head), ``search`` (joint CTC/attention beam search)
+    and ``align`` (CTC word alignment). ``tools/benchmarks/transcribe_speed.py``
+    reports them as real-time factors.
+
 The result is a plain dict (what ``--format json`` writes)::
 
     {"input": str, "duration": float,
@@ -68,6 +78,7 @@ import logging
 import math
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +102,7 @@ __all__ = [
     "FRAME_RATE",
     "MODALITY_CHOICES",
     "MEDIA_EXTENSIONS",
+    "TIMED_STAGES",
     "check_device",
     "check_search",
     "pad_batch",
@@ -119,6 +131,8 @@ MEDIA_EXTENSIONS: frozenset[str] = frozenset({
     ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp",
     ".ogv", ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma",
 })
+#: Stages whose wall time :attr:`Transcriber.timings` accumulates, in pipeline order.
+TIMED_STAGES: tuple[str, ...] = ("vad", "audio", "lips", "encode", "search", "align")
 _NEEDS_AUDIO = ("av", "audio")
 _NEEDS_VIDEO = ("av", "video")
 
@@ -180,6 +194,30 @@ def _check_modality(modality: str) -> str:
     return modality
 
 
+class _Clock:
+    """Adds the wall time between laps to ``timings[stage]``; does nothing when ``timings`` is ``None``.
+
+    On CUDA each lap waits for the queued kernels, so that work is counted in its own stage.
+
+    Args:
+        timings: seconds per stage, updated in place (or ``None``: no timing).
+    """
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self._last = time.perf_counter() if timings is not None else 0.0
+
+    def lap(self, stage: str) -> None:
+        """Count the time since the previous lap (or the start) as ``stage``."""
+        if self.timings is None:
+            return
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
 # --------------------------------------------------------------------------- decoding a batch
 
 
@@ -221,6 +259,7 @@ def encode_and_search(
     beam_size: int = 10,
     ctc_weight: float = 0.3,
     nbest: int = 1,
+    timings: dict[str, float] | None = None,
 ) -> Decoded:
     """Encode a batch with the modalities given and run joint CTC/attention beam search.
 
@@ -233,6 +272,7 @@ def encode_and_search(
         beam_size: beam of the search.
         ctc_weight: CTC weight of the joint score.
         nbest: hypotheses returned per utterance.
+        timings: adds the seconds of ``encode`` and ``search`` to it when given.
 
     Returns:
         :class:`Decoded`.
@@ -241,12 +281,15 @@ def encode_and_search(
 
     a, a_len = audio if audio is not None else (None, None)
     v, v_len = video if video is not None else (None, None)
+    clock = _Clock(timings)
     enc, lengths = model.encode(a, a_len, v, v_len)
     log_probs = model.ctc_log_probs(enc)
+    clock.lap("encode")
     hyps = joint_beam_search(
         model, enc, lengths, ctc_log_probs=log_probs, beam_size=beam_size, ctc_weight=ctc_weight,
         blank_id=int(getattr(model, "blank_id", 0)), nbest=nbest,
     )
+    clock.lap("search")
     return Decoded(lengths=lengths, log_probs=log_probs, hypotheses=hyps)
 
 
@@ -728,6 +771,9 @@ class Transcriber:
         self.progress = progress
         self.vad = VoiceActivityDetector()
         self._detector: "LandmarkDetector | None" = None
+        #: ``None``, or a dict to which each call adds the seconds per stage (:data:`TIMED_STAGES`;
+        #: in this process only: not in the workers of ``transcribe_many(jobs > 1)``).
+        self.timings: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -851,7 +897,10 @@ class Transcriber:
             raise InputError(media.name, f"no video stream: cannot use --modality {modality} "
                                          "(try --modality audio or auto)")
         if media.has_audio:
-            spans = plan_segments(media.speech(self.vad, self.max_segment), media.duration, self.max_segment)
+            clock = _Clock(self.timings)
+            speech = media.speech(self.vad, self.max_segment)
+            clock.lap("vad")
+            spans = plan_segments(speech, media.duration, self.max_segment)
         else:
             spans = fixed_windows(media.duration, self.max_segment)
         if modality == "auto":
@@ -866,12 +915,15 @@ class Transcriber:
         """Read one segment and decide its modality; ``None`` when it cannot be decoded."""
         track = None
         if plan in ("auto", "av", "video"):
+            clock = _Clock(self.timings)
             try:
                 track = media.mouths(k0, k1)
             except InputError as e:
                 if plan == "video":
                     raise
                 tally.unreadable_video = tally.unreadable_video or e.problem  # damaged video: use the audio
+            finally:
+                clock.lap("lips")
             if track is None:
                 tally.no_face.append(index)
         if plan == "audio":
@@ -888,7 +940,9 @@ class Transcriber:
             return None
         item = _Item(index, k0, k1, chosen)
         if chosen in _NEEDS_AUDIO:
+            clock = _Clock(self.timings)
             item.audio = media.audio(k0, k1)
+            clock.lap("audio")
         if chosen in _NEEDS_VIDEO:
             item.mouths = track[0]
         return item
@@ -967,8 +1021,10 @@ class Transcriber:
             audio = pad_batch([torch.from_numpy(it.audio) for it in items], self.device)
         if modality in _NEEDS_VIDEO:
             video = pad_batch([torch.from_numpy(np.ascontiguousarray(it.mouths)) for it in items], self.device)
-        out = encode_and_search(self.model, audio, video, beam_size=self.beam_size, ctc_weight=self.ctc_weight)
+        out = encode_and_search(self.model, audio, video, timings=self.timings, beam_size=self.beam_size,
+                                ctc_weight=self.ctc_weight)
         lam = self.ctc_weight
+        clock = _Clock(self.timings)
         for b, it in enumerate(items):
             hyp = out.hypotheses[b][0]
             tokens = [int(t) for t in hyp.tokens]
@@ -991,6 +1047,7 @@ class Transcriber:
                 ]
             except InputError:  # CTC cannot place these tokens (possible only without CTC in the search)
                 words[it.index] = _spread_words(decoded[it.index]["text"], start, end)
+        clock.lap("align")
 
 
 def _spread_words(text: str, start: float, end: float) -> list[dict]:
