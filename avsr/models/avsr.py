@@ -76,6 +76,8 @@ class AVSRConfig:
         encoder_ff: encoder feed-forward dimension.
         conv_kernel: conformer depthwise kernel size.
         conv_norm: conformer convolution norm, ``"layer"`` or ``"batch"``.
+        attention_window: encoder self-attention reach in 25 fps steps to
+            either side (0: the whole utterance).
         mask_prob: span masking probability (used when encoding with ``mask=True``).
         mask_span: span length in 25 fps steps.
         decoder_layers: transformer decoder blocks.
@@ -110,6 +112,7 @@ class AVSRConfig:
     encoder_ff: int = 1024
     conv_kernel: int = 15
     conv_norm: str = "layer"
+    attention_window: int = 0
     mask_prob: float = 0.5
     mask_span: int = 10
     decoder_layers: int = 6
@@ -187,6 +190,7 @@ def build_encoder(config: AVSRConfig) -> AVEncoder:
         kernel_size=c.conv_kernel,
         dropout=c.dropout,
         conv_norm=c.conv_norm,
+        attention_window=c.attention_window,
     )
     masker = SpanMasker(c.d_model, c.mask_prob, c.mask_span)
     return AVEncoder(audio, video, fusion, conformer, masker)

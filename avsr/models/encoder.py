@@ -144,6 +144,7 @@ class MultiHeadAttention(nn.Module):
         key_value: Tensor,
         key_padding_mask: Tensor | None = None,
         causal: bool = False,
+        window: int = 0,
     ) -> Tensor:
         """Attend.
 
@@ -152,6 +153,8 @@ class MultiHeadAttention(nn.Module):
             key_value: (B, S, D).
             key_padding_mask: (B, S) bool, True on padded keys (ignored).
             causal: forbid attending to later positions (needs L == S).
+            window: if > 0, each query attends only to keys at most this many
+                steps away (time-restricted self-attention; needs L == S).
 
         Returns:
             (B, L, D).
@@ -170,6 +173,10 @@ class MultiHeadAttention(nn.Module):
         if causal:
             tri = torch.ones(length, k.size(2), dtype=torch.bool, device=q.device).tril()
             allowed = tri.view(1, 1, length, -1) if allowed is None else allowed & tri
+        if window > 0:
+            pos = torch.arange(length, device=q.device)
+            band = ((pos[:, None] - pos[None, :]).abs() <= window).view(1, 1, length, length)
+            allowed = band if allowed is None else allowed & band
         return self.attend(q, k, v, allowed)
 
 
@@ -259,6 +266,9 @@ class ConformerBlock(nn.Module):
         kernel_size: depthwise convolution kernel.
         dropout: dropout rate.
         conv_norm: normalisation in the convolution module (``"layer"``/``"batch"``).
+        attention_window: if > 0, self-attention reaches only this many steps
+            to either side (keeps what a step encodes near its own time, so
+            CTC spikes stay where the words are).
     """
 
     def __init__(
@@ -269,8 +279,10 @@ class ConformerBlock(nn.Module):
         kernel_size: int = 15,
         dropout: float = 0.0,
         conv_norm: str = "layer",
+        attention_window: int = 0,
     ) -> None:
         super().__init__()
+        self.attention_window = int(attention_window)
         self.ffn1 = FeedForward(d_model, d_ff, dropout)
         self.attn_norm = nn.LayerNorm(d_model)
         self.attn = MultiHeadAttention(d_model, n_heads, dropout, rotary=True)
@@ -283,7 +295,7 @@ class ConformerBlock(nn.Module):
         """(B, T, D), valid (B, T) bool -> (B, T, D)."""
         x = x + 0.5 * self.ffn1(x)
         h = self.attn_norm(x)
-        x = x + self.attn_dropout(self.attn(h, h, key_padding_mask=~valid))
+        x = x + self.attn_dropout(self.attn(h, h, key_padding_mask=~valid, window=self.attention_window))
         x = x + self.conv(x, valid)
         x = x + 0.5 * self.ffn2(x)
         return self.norm_out(x)
@@ -300,6 +312,7 @@ class Conformer(nn.Module):
         kernel_size: depthwise convolution kernel.
         dropout: dropout rate.
         conv_norm: ``"layer"`` or ``"batch"`` (see :class:`ConvModule`).
+        attention_window: self-attention reach in steps to either side (0: unlimited).
 
     Example:
         >>> enc = Conformer(d_model=16, n_layers=2, n_heads=2, d_ff=32).eval()
@@ -317,10 +330,12 @@ class Conformer(nn.Module):
         kernel_size: int = 15,
         dropout: float = 0.1,
         conv_norm: str = "layer",
+        attention_window: int = 0,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            ConformerBlock(d_model, n_heads, d_ff, kernel_size, dropout, conv_norm) for _ in range(n_layers)
+            ConformerBlock(d_model, n_heads, d_ff, kernel_size, dropout, conv_norm, attention_window)
+            for _ in range(n_layers)
         )
 
     def forward_layers(self, x: Tensor, lengths: Tensor, n_layers: int | None = None) -> list[Tensor]:

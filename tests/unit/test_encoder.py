@@ -45,6 +45,30 @@ def test_causal_attention_ignores_future() -> None:
     assert not torch.allclose(y[:, 4:], y2[:, 4:])
 
 
+def test_windowed_attention_sees_only_nearby_steps() -> None:
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(16, 2, rotary=True).eval()
+    x = torch.randn(1, 12, 16)
+    y = attn(x, x, window=2)
+    x2 = x.clone()
+    x2[:, 9:] = torch.randn(1, 3, 16)  # steps 9.. are more than 2 away from steps 0..6
+    y2 = attn(x2, x2, window=2)
+    torch.testing.assert_close(y[:, :7], y2[:, :7])
+    assert not torch.allclose(y[:, 7:], y2[:, 7:])
+    torch.testing.assert_close(attn(x, x, window=11), attn(x, x))  # a window as long as the input: no limit
+
+
+def test_conformer_attention_window_limits_the_receptive_field() -> None:
+    torch.manual_seed(0)
+    enc = Conformer(d_model=16, n_layers=2, n_heads=2, d_ff=32, kernel_size=3, dropout=0.0,
+                    attention_window=2).eval()
+    x = torch.randn(1, 30, 16, requires_grad=True)
+    y, _ = enc(x, torch.tensor([30]))
+    y[0, 0].sum().backward()
+    reach = int(x.grad[0].abs().sum(-1).nonzero().max())
+    assert reach == 2 * (2 + 1)  # per block: attention 2 steps + convolution 1 step
+
+
 @pytest.mark.parametrize("conv_norm", ["layer", "batch"])
 def test_conformer_padding_invariance(conv_norm: str) -> None:
     torch.manual_seed(0)
