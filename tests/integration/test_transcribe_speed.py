@@ -1,0 +1,46 @@
+"""tools/benchmarks/transcribe_speed.py runs end to end and its stages add up to no more than the whole."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from transcribe_fixtures import make_bundle
+
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "benchmarks" / "transcribe_speed.py"
+
+
+@pytest.mark.slow
+def test_transcribe_speed_table(tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("transcribe_speed", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bundle = tmp_path / "tiny.safetensors"
+    make_bundle(bundle)
+    assert bench.main(["--checkpoint", str(bundle), "--seconds", "4", "--beam", "1", "--out", str(tmp_path)]) == 0
+    assert "| whole pipeline |" in capsys.readouterr().out
+    with open(tmp_path / "transcribe_speed.csv", newline="") as f:
+        rows = {r["stage"]: r for r in csv.DictReader(f)}
+    parts = ["media decoding", "voice activity detection", "lip frontend", "model", "search"]
+    assert list(rows) == parts + ["model + search", "whole pipeline", "whole pipeline, CPU time"]
+    seconds = {k: float(r["seconds"]) for k, r in rows.items()}
+    assert all(v >= 0 for v in seconds.values()) and seconds["lip frontend"] > 0 and seconds["model"] > 0
+    assert seconds["model + search"] == pytest.approx(seconds["model"] + seconds["search"], abs=2e-3)
+    # decoding is timed in a second pass, so allow it some slack over the pipeline's own share
+    assert sum(seconds[k] for k in parts) <= 1.25 * seconds["whole pipeline"]
+    assert float(rows["whole pipeline"]["rtf"]) == pytest.approx(seconds["whole pipeline"] / 4.0, rel=0.01)
+    assert (tmp_path / "transcribe_speed.md").read_text().startswith("avsr transcribe speed")
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("transcribe_speed", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bundle = tmp_path / "tiny.safetensors"
+    make_bundle(bundle)
+    code = bench.main(["--checkpoint", str(bundle), "--video", str(tmp_path / "missing.mp4"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "missing.mp4" in err[0]
