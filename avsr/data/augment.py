@@ -32,7 +32,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,11 @@ from torch import Tensor
 from avsr.audio.noise import NOISE_TYPES, NoiseBank, _fit_length, mix
 from avsr.errors import InputError
 
-__all__ = ["NoiseSource", "NoiseFolder", "noise_source", "parse_snrs", "NoiseMixer", "AUDIO_EXTENSIONS", "rank_file"]
+if TYPE_CHECKING:
+    from avsr.data.dataset import Batch
+
+__all__ = ["NoiseSource", "NoiseFolder", "noise_source", "parse_snrs", "RankSeeded", "NoiseMixer", "UtteranceJoiner",
+           "AUDIO_EXTENSIONS", "rank_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +203,35 @@ def rank_file(path: str | os.PathLike) -> Path:
 
 
 @functools.partial(register_checkpoint_hooks, save_on_main_only=False)
-class NoiseMixer:
+class RankSeeded:
+    """Base of the training-time augmenters: a numpy generator checkpointed per DDP rank.
+
+    Args:
+        seed: seed of the generator (``self.rng``).
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    # Saved by every DDP rank (each rank draws its own): rank N writes ``path.rank<N>``.
+    @mark_as_saver
+    def _save(self, path: str | os.PathLike) -> None:
+        with open(rank_file(path), "w", encoding="utf-8") as f:
+            json.dump(self.rng.bit_generator.state, f)
+
+    @mark_as_loader
+    def _load(self, path: str | os.PathLike, end_of_epoch: bool = False) -> None:
+        del end_of_epoch
+        mine = rank_file(path)
+        if not mine.is_file():  # resumed with more ranks than were saved: keep this rank's own seed
+            logger.warning("no %s state for this rank in %s; keeping its fresh generator",
+                           type(self).__name__, Path(path).parent)
+            return
+        with open(mine, encoding="utf-8") as f:
+            self.rng.bit_generator.state = json.load(f)
+
+
+class NoiseMixer(RankSeeded):
     """Mix noise into utterances at SNRs drawn from a list.
 
     Args:
@@ -225,7 +257,7 @@ class NoiseMixer:
         if unknown:
             raise InputError(None, f"noise kind {', '.join(unknown)} is not in the source ({', '.join(source.kinds)})")
         self.sample_rate = sample_rate
-        self.rng = np.random.default_rng(seed)
+        super().__init__(seed)
 
     def __call__(
         self, speech: np.ndarray, rng: np.random.Generator | None = None
@@ -263,18 +295,99 @@ class NoiseMixer:
             out[i, : int(n)] = torch.from_numpy(y)
         return out.to(audio.device)
 
-    # Saved by every DDP rank (each rank draws its own noise): rank N writes ``path.rank<N>``.
-    @mark_as_saver
-    def _save(self, path: str | os.PathLike) -> None:
-        with open(rank_file(path), "w", encoding="utf-8") as f:
-            json.dump(self.rng.bit_generator.state, f)
 
-    @mark_as_loader
-    def _load(self, path: str | os.PathLike, end_of_epoch: bool = False) -> None:
-        del end_of_epoch
-        mine = rank_file(path)
-        if not mine.is_file():  # resumed with more ranks than were saved: keep this rank's own seed
-            logger.warning("no noise-mixer state for this rank in %s; keeping its fresh generator", Path(path).parent)
-            return
-        with open(mine, encoding="utf-8") as f:
-            self.rng.bit_generator.state = json.load(f)
+
+class UtteranceJoiner(RankSeeded):
+    """Join the utterances of a training batch into longer ones, with pauses between them.
+
+    A recogniser trained only on single short sentences learns where a
+    sentence starts and ends from the edges of its input, and stops after
+    one sentence when a segment holds two (as happens when a voice activity
+    detector cannot find the pauses in babble). Joining teaches it that
+    speech goes on. With probability ``prob`` a batch is regrouped: runs of
+    2 to ``max_join`` consecutive utterances become one, separated by pauses
+    of ``pause`` seconds (silence in the audio, the previous utterance's last
+    mouth frame held in the video); the batch keeps its total duration.
+
+    Args:
+        prob: probability that a batch is joined (0 disables).
+        max_join: most utterances in one joined utterance (>= 2).
+        pause: ``(shortest, longest)`` pause in seconds.
+        seed: seed of the joiner's own generator (checkpointed).
+        samples_per_frame: audio samples per video frame (16 kHz / 25 fps).
+
+    Raises:
+        InputError: ``prob`` outside ``[0, 1]``, ``max_join < 2`` or a bad pause range.
+    """
+
+    def __init__(self, prob: float, max_join: int = 3, pause: Sequence[float] = (0.2, 1.0), seed: int = 0,
+                 samples_per_frame: int = 640) -> None:
+        if not 0.0 <= float(prob) <= 1.0:
+            raise InputError(None, f"join probability must be in [0, 1], got {prob}")
+        if int(max_join) < 2:
+            raise InputError(None, f"max_join must be at least 2, got {max_join}")
+        lo, hi = (float(x) for x in pause)
+        if not 0.0 <= lo <= hi:
+            raise InputError(None, f"pause range must be 0 <= shortest <= longest, got {list(pause)}")
+        super().__init__(seed)
+        self.prob, self.max_join, self.pause = float(prob), int(max_join), (lo, hi)
+        self.samples_per_frame = int(samples_per_frame)
+
+    def groups(self, n: int) -> list[list[int]]:
+        """Consecutive index groups covering ``range(n)`` (all singletons when not joining)."""
+        if n < 2 or self.rng.random() >= self.prob:
+            return [[i] for i in range(n)]
+        out, i = [], 0
+        while i < n:
+            size = int(self.rng.integers(2, self.max_join + 1))
+            out.append(list(range(i, min(n, i + size))))
+            i += size
+        return out
+
+    def __call__(self, batch: "Batch") -> "Batch":
+        """The batch, joined (or unchanged when this batch is not drawn)."""
+        from avsr.data.dataset import Batch
+
+        groups = self.groups(len(batch.ids))
+        if all(len(g) == 1 for g in groups):
+            return batch
+        spf = self.samples_per_frame
+        audios, videos, targets = [], [], []
+        for group in groups:
+            a_parts, v_parts, t_parts = [], [], []
+            for j, i in enumerate(group):
+                pause = 0 if j == 0 else int(round(self.rng.uniform(*self.pause) * 25))
+                if batch.video is not None:
+                    n_v = int(batch.video_lengths[i])
+                    if pause:
+                        v_parts.append(v_parts[-1][-1:].expand(pause, *v_parts[-1].shape[1:]))
+                    v_parts.append(batch.video[i, :n_v])
+                if batch.audio is not None:
+                    n_a = int(batch.audio_lengths[i])
+                    a = batch.audio[i, :n_a]
+                    if batch.video is not None:  # keep the streams in step: exactly spf samples a frame
+                        a = torch.nn.functional.pad(a, (0, max(0, n_v * spf - n_a)))[: n_v * spf]
+                    if pause:
+                        a_parts.append(a.new_zeros(pause * spf))
+                    a_parts.append(a)
+                t = batch.targets[i]
+                t_parts.append(t[t >= 0])
+            if a_parts:
+                audios.append(torch.cat(a_parts))
+            if v_parts:
+                videos.append(torch.cat(v_parts))
+            targets.append(torch.cat(t_parts))
+
+        def pad(seqs: list[Tensor], value: float = 0) -> tuple[Tensor, Tensor]:
+            lengths = torch.tensor([len(x) for x in seqs], device=seqs[0].device)
+            return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=value), lengths
+
+        audio, audio_lengths = pad(audios) if audios else (None, None)
+        video, video_lengths = pad(videos) if videos else (None, None)
+        padded_targets, _ = pad(targets, -1)
+        return Batch(
+            ids=["+".join(batch.ids[i] for i in g) for g in groups],
+            texts=[" ".join(batch.texts[i] for i in g) for g in groups],
+            audio=audio, audio_lengths=audio_lengths, video=video, video_lengths=video_lengths,
+            targets=padded_targets,
+        )

@@ -34,7 +34,7 @@ import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch import nn
 
-from avsr.data.augment import NoiseMixer, rank_file
+from avsr.data.augment import NoiseMixer, UtteranceJoiner, rank_file
 from avsr.data.dataset import Batch, batch_tensors
 from avsr.decoding.ctc import greedy_ctc
 from avsr.evaluation import MODALITIES
@@ -100,6 +100,7 @@ class AVSRBrain(sb.Brain):
     ``tokenizer`` (:class:`avsr.tokenizer.Tokenizer`), ``train_noise``
     (:class:`NoiseMixer` or ``None``), ``valid_noise`` (:class:`NoiseMixer`
     or ``None``, re-seeded with ``valid_noise_seed`` at every validation),
+    ``train_join`` (:class:`UtteranceJoiner` or ``None``, applied before the noise),
     ``lr_annealing`` (a SpeechBrain scheduler called per optimizer step),
     ``epoch_counter``, ``train_logger`` (optional), ``tensorboard_logger``
     (optional), ``keep_best`` (checkpoints kept for averaging),
@@ -119,6 +120,9 @@ class AVSRBrain(sb.Brain):
             noise = getattr(self.hparams, "train_noise", None)
             if noise is not None and "train_noise" not in self.checkpointer.recoverables:
                 self.checkpointer.add_recoverable("train_noise", noise)
+            joiner = getattr(self.hparams, "train_join", None)
+            if joiner is not None and "train_join" not in self.checkpointer.recoverables:
+                self.checkpointer.add_recoverable("train_join", joiner)
         super().on_fit_start()
         # The schedule's length follows the current config, also after a resume
         # with a different number of epochs (the checkpoint holds the old one).
@@ -178,6 +182,9 @@ class AVSRBrain(sb.Brain):
 
     def _batch(self, batch: Any, stage: sb.Stage) -> Batch:
         b = batch_tensors(batch).to(self.device)
+        joiner: UtteranceJoiner | None = getattr(self.hparams, "train_join", None)
+        if joiner is not None and stage == sb.Stage.TRAIN:
+            b = joiner(b)
         mixer: NoiseMixer | None = getattr(
             self.hparams, "train_noise" if stage == sb.Stage.TRAIN else "valid_noise", None
         )

@@ -36,7 +36,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from avsr.checkpoints import save_model
-from avsr.data.augment import NoiseMixer, noise_source
+from avsr.data.augment import NoiseMixer, UtteranceJoiner, noise_source
 from avsr.data.dataset import duration_batches, make_dataset
 from avsr.data.manifest import read_manifest
 from avsr.errors import AVSRError, InputError
@@ -128,6 +128,14 @@ def _mixer(hparams: dict[str, Any], key: str, seed: int, sources: dict[str, Any]
     kinds = hparams.get("noise_kinds") or None
     snrs = hparams.get(f"{key}_snrs", hparams.get("train_noise_snrs", ["clean"]))
     return NoiseMixer(sources[str(spec)], snrs, seed=seed, kinds=kinds)
+
+
+def _joiner(hparams: dict[str, Any], seed: int) -> UtteranceJoiner | None:
+    """The training batch joiner (``join_prob``, ``join_max``, ``join_pause``), or ``None`` when off."""
+    prob = float(hparams.get("join_prob", 0.0) or 0.0)
+    if prob == 0.0:
+        return None
+    return UtteranceJoiner(prob, int(hparams.get("join_max", 3)), hparams.get("join_pause", (0.2, 1.0)), seed=seed)
 
 
 def _run_opts_defaults(run_opts: Any, argv: Sequence[str]) -> Any:
@@ -230,6 +238,7 @@ def run_asr(argv: Sequence[str]) -> Path:
     sources: dict[str, Any] = {}
     hparams["train_noise"] = _mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank, sources)
     hparams["valid_noise"] = _mixer(hparams, "valid_noise", int(hparams.get("valid_noise_seed", 1234)), sources)
+    hparams["train_join"] = _joiner(hparams, int(hparams["seed"]) + 2000 + 1000 * rank)
     checkpointer = hparams["checkpointer"]
     checkpointer.add_recoverable("model", model)
     checkpointer.add_recoverable("counter", hparams["epoch_counter"])

@@ -170,7 +170,7 @@ def test_base_recipe_runs_two_debug_batches_on_cpu(data: Path, tmp_path: Path) -
 def test_a_killed_run_resumes_to_the_uninterrupted_result(data: Path, tmp_path: Path) -> None:
     def cmd(out: Path) -> list[str]:
         return train_cmd("tiny.yaml", data, out, number_of_epochs=2, ckpt_interval_steps=2,
-                         trace_folder=out / "trace")
+                         trace_folder=out / "trace", join_prob=0.5)  # the joiner's generator resumes too
 
     a, b = tmp_path / "a", tmp_path / "b"
     r = run(cmd(a))

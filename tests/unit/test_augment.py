@@ -254,3 +254,85 @@ def test_mixer_state_round_trips_through_a_speechbrain_checkpointer(bank: NoiseB
     resumed = NoiseMixer(bank, ["clean", 10, 0, -5], seed=7)  # a fresh run: same seed, state from the start
     AtomicCheckpointer(tmp_path / "save", {"train_noise": resumed}).recover_if_possible()
     assert _draws(resumed) == expected
+
+
+def _av_batch(frames: list[int], tokens: list[list[int]]) -> "Batch":
+    from avsr.data.dataset import Batch
+
+    b, t_max, l_max = len(frames), max(frames), max(len(t) for t in tokens)
+    video = torch.zeros(b, t_max, 4, 4, dtype=torch.uint8)
+    audio = torch.zeros(b, t_max * 640 + 37)
+    targets = torch.full((b, l_max), -1, dtype=torch.long)
+    audio_lengths = []
+    for i, (n, t) in enumerate(zip(frames, tokens)):
+        video[i, :n] = torch.arange(1, n + 1, dtype=torch.uint8).view(n, 1, 1) + 10 * i
+        n_a = n * 640 + (37 if i % 2 else -50)  # audio a little longer or shorter than the video
+        audio[i, :n_a] = float(i + 1)
+        audio_lengths.append(n_a)
+        targets[i, : len(t)] = torch.tensor(t)
+    return Batch([f"u{i}" for i in range(b)], [f"text {i}" for i in range(b)], audio,
+                 torch.tensor(audio_lengths), video, torch.tensor(frames), targets)
+
+
+def test_joiner_off_or_not_drawn_leaves_the_batch_alone() -> None:
+    from avsr.data.augment import UtteranceJoiner
+
+    batch = _av_batch([5, 6, 7], [[1], [2, 3], [4]])
+    assert UtteranceJoiner(0.0)(batch) is batch
+    assert UtteranceJoiner(1.0)(_av_batch([5], [[1]])).ids == ["u0"]  # a single utterance stays
+
+
+def test_joiner_concatenates_in_order_with_pauses_and_keeps_the_streams_in_step() -> None:
+    from avsr.data.augment import UtteranceJoiner
+
+    frames, tokens = [5, 6, 7, 8, 9], [[1], [2, 3], [4], [5, 6], [7]]
+    joined = UtteranceJoiner(1.0, max_join=3, pause=(0.2, 0.6), seed=3)(_av_batch(frames, tokens))
+    members = [[int(x[1:]) for x in uid.split("+")] for uid in joined.ids]
+    assert [i for g in members for i in g] == list(range(5)) and any(len(g) > 1 for g in members)
+    assert all(2 <= len(g) <= 3 for g in members[:-1])
+    for k, group in enumerate(members):
+        n_v = int(joined.video_lengths[k])
+        pauses = n_v - sum(frames[i] for i in group)
+        assert 5 * (len(group) - 1) <= pauses <= 15 * (len(group) - 1)  # 0.2-0.6 s at 25 fps
+        assert int(joined.audio_lengths[k]) == n_v * 640
+        assert joined.texts[k] == " ".join(f"text {i}" for i in group)
+        t = joined.targets[k]
+        assert t[t >= 0].tolist() == [tok for i in group for tok in tokens[i]]
+        # each member's frames appear whole and in order; a pause holds the previous last frame
+        v = joined.video[k, :n_v, 0, 0].tolist()
+        firsts = [v.index(1 + 10 * i) for i in group]
+        assert firsts == sorted(firsts)
+        for i, start in zip(group, firsts):
+            assert v[start : start + frames[i]] == [j + 1 + 10 * i for j in range(frames[i])]
+        # the audio of a member sits exactly under its frames
+        a = joined.audio[k, : n_v * 640]
+        for i, start in zip(group, firsts):
+            seg = a[start * 640 : (start + frames[i]) * 640]
+            n_a = frames[i] * 640 + (37 if i % 2 else -50)
+            assert torch.all(seg[: min(n_a, len(seg))] == float(i + 1))
+
+
+def test_joiner_audio_only_batch_and_bad_settings() -> None:
+    from avsr.data.augment import UtteranceJoiner
+    from avsr.data.dataset import Batch
+
+    b = _av_batch([4, 4], [[1], [2]])
+    audio_only = Batch(b.ids, b.texts, b.audio, b.audio_lengths, None, None, b.targets)
+    joined = UtteranceJoiner(1.0, max_join=2, pause=(0.4, 0.4))(audio_only)
+    assert joined.video is None and joined.ids == ["u0+u1"]
+    assert int(joined.audio_lengths[0]) == int(b.audio_lengths.sum()) + 10 * 640
+    for kwargs in ({"prob": 1.5}, {"prob": 0.5, "max_join": 1}, {"prob": 0.5, "pause": (1.0, 0.5)}):
+        with pytest.raises(InputError):
+            UtteranceJoiner(**kwargs)
+
+
+def test_joiner_state_round_trips_through_its_checkpoint_hooks(tmp_path: Path) -> None:
+    from avsr.data.augment import UtteranceJoiner
+
+    joiner = UtteranceJoiner(0.5, seed=1)
+    joiner.rng.random(7)
+    joiner._save(tmp_path / "join.ckpt")
+    expected = [joiner.groups(10) for _ in range(5)]
+    other = UtteranceJoiner(0.5, seed=99)
+    other._load(tmp_path / "join.ckpt")
+    assert [other.groups(10) for _ in range(5)] == expected
