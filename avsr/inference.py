@@ -12,14 +12,20 @@ Pipeline (one direction, as in the rest of the toolkit):
    voice activity detector (silero-vad, whose model ships inside its wheel),
    which splits the input at pauses into segments of at most
    ``max_segment`` seconds (fixed windows for a file without audio).
+   Speech with no pause long enough (babble everywhere is speech to the
+   detector) is cut where the speech probability and the energy dip, so
+   cuts fall between words rather than at a fixed length.
 2. Per segment, the audio of that time range is read with a seek, and the
    lip frontend (:func:`avsr.vision.extract_mouths_from_file`) streams the
    frames of that range into 96×96 mouth crops at 25 fps with a ``found``
    mask.
 3. The modality of each segment is decided from what is there (``auto``):
    audio-visual where a face was found on at least ``min_face`` of the
-   segment's frames, audio-only where not, lip reading where the file has no
-   audio stream. ``av``/``audio``/``video`` force one.
+   segment's frames, audio-only where not, lip reading where a video has no
+   audio stream, one that does not decode, or a silent one (peak below
+   :data:`SILENT_PEAK`, -70 dBFS: a muted recording). Each fallback is a
+   warning on the ``avsr`` logger; no speech at all gives an empty
+   transcript and a warning. ``av``/``audio``/``video`` force one.
 4. Segments are decoded in batches of one modality: ``model.encode`` →
    joint CTC/attention beam search (:func:`avsr.decoding.joint_beam_search`)
    → text; word start/end times come from CTC forced alignment
@@ -135,6 +141,10 @@ MEDIA_EXTENSIONS: frozenset[str] = frozenset({
 TIMED_STAGES: tuple[str, ...] = ("vad", "audio", "lips", "encode", "search", "align")
 _NEEDS_AUDIO = ("av", "audio")
 _NEEDS_VIDEO = ("av", "video")
+#: Context added around each speech region (s), :func:`plan_segments`.
+SEGMENT_PAD = 0.2
+#: An audio track whose peak stays below this (-70 dBFS) is silent: ``auto`` lip-reads a video with one.
+SILENT_PEAK = 10 ** (-70 / 20)
 
 
 # --------------------------------------------------------------------------- settings
@@ -351,8 +361,11 @@ class VoiceActivityDetector:
 
         Args:
             chunks: consecutive ``float32`` 16 kHz mono chunks.
-            max_speech: longer regions are split (at the longest pause in them
-                when there is one), in seconds.
+            max_speech: longer regions are cut, in seconds: each cut goes in
+                the second half of the allowed length, at the window where
+                the smoothed speech probability plus a little of the
+                standardised log energy is lowest (a pause, or under
+                babble, where the voice is probably between words).
 
         Returns:
             ``(start, end)`` in seconds from the first sample, in order.
@@ -362,28 +375,79 @@ class VoiceActivityDetector:
         model = self._load()
         model.reset_states()
         probs: list[float] = []
+        energy: list[float] = []  # mean square of each window
         total = 0
         rest = np.zeros(0, dtype=np.float32)
         w = self.WINDOW
+
+        def step(window: np.ndarray) -> None:
+            probs.append(float(model(torch.from_numpy(window), self.SAMPLE_RATE)))
+            energy.append(float(np.mean(np.square(window, dtype=np.float64))))
+
         with torch.inference_mode():
             for chunk in chunks:
                 buf = np.concatenate([rest, np.asarray(chunk, dtype=np.float32).reshape(-1)])
                 n = len(buf) // w * w
                 for i in range(0, n, w):
-                    probs.append(float(model(torch.from_numpy(buf[i : i + w]), self.SAMPLE_RATE)))
+                    step(buf[i : i + w])
                 total += n
                 rest = buf[n:]
             if len(rest):
-                probs.append(float(model(torch.from_numpy(np.pad(rest, (0, w - len(rest)))), self.SAMPLE_RATE)))
+                step(np.pad(rest, (0, w - len(rest))))
                 total += len(rest)
         if not probs:
             return []
         spans = get_speech_timestamps_from_probs(
             probs, sampling_rate=self.SAMPLE_RATE, threshold=self.threshold,
-            min_speech_duration_ms=int(self.min_speech * 1000), max_speech_duration_s=float(max_speech),
+            min_speech_duration_ms=int(self.min_speech * 1000), max_speech_duration_s=math.inf,
             min_silence_duration_ms=int(self.min_silence * 1000), speech_pad_ms=0, audio_length_samples=total,
         )
-        return [(s["start"] / self.SAMPLE_RATE, s["end"] / self.SAMPLE_RATE) for s in spans]
+        regions = [(int(s["start"]), int(s["end"])) for s in spans]
+        if math.isfinite(max_speech):
+            score = _cut_score(np.asarray(probs), np.asarray(energy))
+            max_len = max(1, int(max_speech * self.SAMPLE_RATE))
+            regions = [r for s, e in regions for r in _cut_long(s, e, score, max_len, w)]
+        return [(s / self.SAMPLE_RATE, e / self.SAMPLE_RATE) for s, e in regions]
+
+
+def _cut_score(probs: np.ndarray, energy: np.ndarray, smooth: int = 5, energy_weight: float = 0.1) -> np.ndarray:
+    """Per VAD window, how bad a place it is to cut speech: lower is a better cut.
+
+    Args:
+        probs: ``(W,)`` speech probabilities.
+        energy: ``(W,)`` mean squares of the same windows.
+        smooth: moving-average length in windows (5 × 32 ms).
+        energy_weight: weight of the standardised log energy.
+
+    Returns:
+        ``(W,)`` smoothed probability + ``energy_weight`` × standardised smoothed log energy.
+    """
+    kernel = np.ones(smooth) / smooth
+    p = np.convolve(probs, kernel, mode="same")
+    e = np.convolve(np.log(energy + 1e-10), kernel, mode="same")
+    return p + energy_weight * (e - e.mean()) / (e.std() + 1e-9)
+
+
+def _cut_long(start: int, end: int, score: np.ndarray, max_len: int, window: int) -> list[tuple[int, int]]:
+    """``[start, end)`` samples cut into parts of at most ``max_len`` samples at low ``score``.
+
+    Each cut is the centre of the lowest-scoring window whose centre lies in
+    the second half of the part being closed (a hard cut at ``max_len``
+    where no window centre fits there).
+
+    Returns:
+        ``(start, end)`` sample ranges, contiguous, in order.
+    """
+    out: list[tuple[int, int]] = []
+    while end - start > max_len:
+        half = window // 2
+        lo = max(0, math.ceil((start + max_len / 2 - half) / window))
+        hi = min(len(score) - 1, (start + max_len - half) // window)
+        cut = lo * window + half + int(np.argmin(score[lo : hi + 1])) * window if hi >= lo else start + max_len
+        out.append((start, cut))
+        start = cut
+    out.append((start, end))
+    return out
 
 
 def _split_even(k0: int, k1: int, max_steps: int) -> list[tuple[int, int]]:
@@ -394,7 +458,7 @@ def _split_even(k0: int, k1: int, max_steps: int) -> list[tuple[int, int]]:
 
 
 def plan_segments(
-    speech: Sequence[tuple[float, float]], duration: float, max_segment: float = 20.0, pad: float = 0.2
+    speech: Sequence[tuple[float, float]], duration: float, max_segment: float = 20.0, pad: float = SEGMENT_PAD
 ) -> list[tuple[int, int]]:
     """Segments to decode from speech regions, on the 25 fps step grid.
 
@@ -479,6 +543,9 @@ class _FileMedia:
         self.name = path
         self.has_audio = bool(info["has_audio"])
         self.has_video = bool(info["has_video"])
+        self.no_audio = "no audio stream"  # why, once has_audio is False
+        self.peak = 0.0  # largest |sample| seen by speech()
+        self._audio_declared = float(info["audio"]["duration"] or 0.0) if info["audio"] else 0.0
         spans = [info["duration"]] + [info[k]["duration"] for k in ("audio", "video") if info[k]]
         self.duration = max([float(d) for d in spans if d] or [0.0])
         self._container_end = float(info["duration"]) if info["duration"] else math.inf
@@ -489,14 +556,21 @@ class _FileMedia:
         from avsr.io import iter_audio
 
         first: list[float] = []
+        last = [0.0]  # end time of the audio decoded
 
         def chunks() -> Iterator[np.ndarray]:
             for chunk, t in iter_audio(self.name):
                 if not first:
                     first.append(t)
+                if len(chunk):
+                    self.peak = max(self.peak, float(np.abs(chunk).max()))
+                last[0] = t + len(chunk) / VoiceActivityDetector.SAMPLE_RATE
                 yield chunk
 
         regions = vad.speech(chunks(), max_speech=max_segment)
+        if self._audio_declared - last[0] > 0.5:  # a download cut short keeps its header
+            logger.warning("%s: the audio stops at %.2f s of the %.2f s the file declares (truncated?): "
+                           "decoded what is there", self.name, last[0], self._audio_declared)
         t0 = first[0] if first else 0.0
         return [(s + t0, e + t0) for s, e in regions]
 
@@ -534,6 +608,8 @@ class _ClipMedia:
         self.clip = clip
         self.has_audio = clip.audio is not None and len(clip.audio) > 0
         self.has_video = clip.frames is not None and len(clip.frames) > 0
+        self.no_audio = "no audio stream"  # why, once has_audio is False
+        self.peak = float(np.abs(clip.audio).max()) if self.has_audio else 0.0
         if self.has_audio and clip.sample_rate != SAMPLE_RATE:
             raise InputError(self.name, f"clip audio is at {clip.sample_rate} Hz; read it at {SAMPLE_RATE} Hz")
         if not self.has_audio and not self.has_video:
@@ -898,17 +974,33 @@ class Transcriber:
                                          "(try --modality audio or auto)")
         if media.has_audio:
             clock = _Clock(self.timings)
-            speech = media.speech(self.vad, self.max_segment)
+            speech = self._speech(media, modality)  # may find the audio unusable (has_audio becomes False)
             clock.lap("vad")
+        if media.has_audio:
             spans = plan_segments(speech, media.duration, self.max_segment)
         else:
             spans = fixed_windows(media.duration, self.max_segment)
         if modality == "auto":
             if not media.has_audio:
-                logger.warning("%s: no audio stream: lip reading only", media.name)
-                return spans, "video"
+                return spans, "video"  # said in _notices, unless there is no face either (an error)
             return spans, "auto" if media.has_video else "audio"
         return spans, modality
+
+    def _speech(self, media: "_FileMedia | _ClipMedia", modality: str) -> list[tuple[float, float]]:
+        """Speech regions of a file with audio; where a video's audio is unusable for ``auto``/``video``
+        (it does not decode, or it is silent) ``media.has_audio`` becomes False, saying why in
+        ``media.no_audio``, and the lips are read instead."""
+        lips_possible = media.has_video and modality in ("auto", "video")
+        try:  # regions leave room for the padding and the 40 ms grid: padded segments fit in max_segment
+            speech = media.speech(self.vad, self.max_segment - 2 * SEGMENT_PAD - 2 / FRAME_RATE)
+        except InputError as e:
+            if not lips_possible:
+                raise
+            media.has_audio, media.no_audio = False, e.problem  # e.g. "cannot decode audio (damaged data)"
+            return []
+        if lips_possible and media.peak < SILENT_PEAK:
+            media.has_audio, media.no_audio = False, "the audio track is silent"
+        return speech
 
     def _prepare(self, media: "_FileMedia | _ClipMedia", index: int, k0: int, k1: int, plan: str,
                  tally: _Tally) -> _Item | None:
@@ -989,13 +1081,19 @@ class Transcriber:
         if tally.unreadable_video:
             logger.warning("%s: video unreadable in places (%s): decoded those segments audio-only",
                            media.name, tally.unreadable_video)
-        if not missing or not n:
+        if not n:
+            logger.warning("%s: no speech found: empty transcript", media.name)
             return
         if plan == "video" and not media.has_audio:
             if missing == n:
-                raise NoFaceError(media.name, "no audio stream and no face found: nothing to recognise")
-            logger.warning("%s: no face in %d of %d segments: skipped them (no audio to fall back to)",
-                           media.name, missing, n)
+                raise NoFaceError(media.name, f"{media.no_audio} and no face found: nothing to recognise")
+            if modality == "auto":
+                logger.warning("%s: %s: lip reading only", media.name, media.no_audio)
+            if missing:
+                logger.warning("%s: no face in %d of %d segments: skipped them (no audio to fall back to)",
+                               media.name, missing, n)
+            return
+        if not missing:
             return
         if plan == "auto":
             if missing == n:

@@ -494,7 +494,9 @@ def _decode(
     except (av.FFmpegError, EOFError, MemoryError, IndexError) as err:
         # IndexError: PyAV cannot follow streams that appear mid-file (damaged MPEG-TS)
         if not produced:
-            raise InputError(path, f"cannot decode {stream.type} ({err.__class__.__name__})") from None
+            # FFmpeg's generic failure (-1) surfaces as PermissionError, which would mislead here
+            what = "damaged data" if isinstance(err, PermissionError) else err.__class__.__name__
+            raise InputError(path, f"cannot decode {stream.type} ({what})") from None
         logger.warning("%s: %s stream ends early (%s); keeping what was decoded", path, stream.type, err)
 
 

@@ -57,3 +57,72 @@ def make_media(root: Path) -> dict[str, Path | list]:
     raw = video.read_bytes()
     files["truncated.mp4"].write_bytes(raw[: len(raw) // 3])
     return files
+
+
+def _bad_audio_copy(source: Path, target: Path) -> None:
+    """``source``'s streams remuxed into ``target`` (mkv) with every audio packet replaced by random bytes."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in (src.streams.video[0], src.streams.audio[0])}
+        for packet in src.demux():
+            if packet.dts is None:  # the demuxer's flush packets
+                continue
+            target = streams[packet.stream.index]
+            if packet.stream.type == "audio":
+                junk = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                junk.pts, junk.dts, junk.time_base = packet.pts, packet.dts, packet.time_base
+                packet = junk
+            packet.stream = target
+            out.mux(packet)
+
+
+def make_hard_media(files: dict, root: Path) -> dict[str, Path]:
+    """Partial and awkward inputs made from :func:`make_media`'s full-face utterance.
+
+    Args:
+        files: what :func:`make_media` returned.
+        root: folder to write into.
+
+    Returns:
+        paths by name: ``half_face.mp4`` (the utterance twice, 3 s apart; the
+        face only in the first), ``one_frame.mp4`` (one face frame, no audio),
+        ``one_frame_av.mp4`` (one face frame, 40 ms of speech), ``stereo8k.wav``
+        (8 kHz, two different channels), ``portrait.mp4`` (1080×1920, the
+        face scaled to the width), ``fps60.mp4`` (frames repeated to 60 fps),
+        ``silent_audio_face.mp4`` (face + an all-zeros audio track),
+        ``bad_audio.mkv`` (video fine, audio packets garbage),
+        ``truncated.mkv`` (the first 60 % of a Matroska copy),
+        ``gray_no_audio.mp4`` (no face, no audio).
+    """
+    import cv2
+
+    clip = read_av(files["face.mp4"])
+    frames, speech = clip.frames, clip.audio
+    t = len(frames)
+    gray = np.full_like(frames, 128)
+    root.mkdir(parents=True, exist_ok=True)
+    out = {name: root / name for name in (
+        "half_face.mp4", "one_frame.mp4", "one_frame_av.mp4", "stereo8k.wav", "portrait.mp4", "fps60.mp4",
+        "silent_audio_face.mp4", "bad_audio.mkv", "truncated.mkv", "gray_no_audio.mp4")}
+    pause = np.zeros(3 * 16000, np.float32)
+    write_av(out["half_face.mp4"], np.concatenate([frames, gray[:1].repeat(75, 0), gray]), 25.0,
+             np.concatenate([speech, pause, speech]))
+    write_av(out["one_frame.mp4"], frames[t // 2 : t // 2 + 1], 25.0)
+    write_av(out["one_frame_av.mp4"], frames[t // 2 : t // 2 + 1], 25.0, speech[t // 2 * 640 : t // 2 * 640 + 640])
+    sf.write(out["stereo8k.wav"], np.stack([speech[::2], 0.5 * speech[1::2]], axis=1), 8000)
+    h = round(frames.shape[1] * 1080 / frames.shape[2])
+    tall = np.zeros((t, 1920, 1080, 3), np.uint8)
+    for i, f in enumerate(frames):
+        tall[i, (1920 - h) // 2 : (1920 - h) // 2 + h] = cv2.resize(f, (1080, h), interpolation=cv2.INTER_AREA)
+    write_av(out["portrait.mp4"], tall, 25.0, speech, preset="ultrafast")
+    write_av(out["fps60.mp4"], frames[np.arange(round(t * 60 / 25)) * 25 // 60], 60.0, speech)
+    write_av(out["silent_audio_face.mp4"], frames, 25.0, np.zeros_like(speech))
+    _bad_audio_copy(files["face.mp4"], out["bad_audio.mkv"])
+    mkv = root / "full.mkv"
+    write_av(mkv, frames, 25.0, speech)
+    raw = mkv.read_bytes()
+    out["truncated.mkv"].write_bytes(raw[: len(raw) * 6 // 10])
+    write_av(out["gray_no_audio.mp4"], gray, 25.0)
+    return out

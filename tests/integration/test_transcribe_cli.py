@@ -9,12 +9,17 @@ import pysubs2
 import pytest
 
 from avsr import cli
-from transcribe_fixtures import make_bundle, make_media
+from transcribe_fixtures import make_bundle, make_hard_media, make_media
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict:
     return make_media(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="module")
+def hard(media: dict, tmp_path_factory) -> dict:
+    return make_hard_media(media, tmp_path_factory.mktemp("hard"))
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +108,70 @@ def test_bad_model_or_output_is_one_line_before_any_work(capfd, media: dict, bun
     code, out, err = run(capfd, media["speech.wav"], media["long.wav"], "--checkpoint", bundle,
                          "-o", tmp_path / "file" / "sub")
     assert code == 1 and len(err) == 1 and "is a file" in err[0]
+
+
+# --------------------------------------------------------------------------- partial and awkward inputs
+
+WARN = "avsr transcribe: warning: {}: {}"
+
+
+@pytest.mark.parametrize("name, modalities, notice", [
+    ("one_frame.mp4", ["video"], "no audio stream: lip reading only"),
+    ("stereo8k.wav", ["audio"], None),
+    ("portrait.mp4", ["av"], None),
+    ("fps60.mp4", ["av"], None),
+    ("silent_face.mp4", ["video"], "no audio stream: lip reading only"),
+    ("speech.wav", ["audio"], None),
+    ("silent_audio_face.mp4", ["video"], "the audio track is silent: lip reading only"),
+    ("bad_audio.mkv", ["video"], "cannot decode audio (damaged data): lip reading only"),
+])
+def test_partial_input_gives_a_result_that_says_its_modality(capfd, media: dict, hard: dict, bundle: str,
+                                                             name: str, modalities: list, notice: str | None) -> None:
+    path = hard.get(name) or media[name]
+    code, out, err = run(capfd, path, "--checkpoint", bundle, "--format", "json")
+    assert code == 0, err
+    assert err == ([WARN.format(path, notice)] if notice else [])
+    assert len(out) == 1  # one JSON line, nothing else on stdout
+    result = json.loads(out[0])
+    assert result["duration"] == pytest.approx(0.04 if name == "one_frame.mp4" else 2.56, abs=0.1)
+    assert [s["modality"] for s in result["segments"]] == modalities
+    assert all(0.0 <= s["start"] < s["end"] <= result["duration"] + 0.05 for s in result["segments"])
+    assert result["text"] == " ".join(s["text"] for s in result["segments"] if s["text"])
+
+
+def test_face_only_in_the_first_half(capfd, hard: dict, media: dict, bundle: str) -> None:
+    path = hard["half_face.mp4"]  # the utterance, 3 s of pause, the utterance again with the face gone
+    code, out, err = run(capfd, path, "--checkpoint", bundle, "--format", "json")
+    assert code == 0 and len(out) == 1
+    assert err == [WARN.format(path, "no face (or too little of one) in 1 of 2 segments: decoded those audio-only")]
+    result = json.loads(out[0])
+    first, second = result["segments"]
+    assert (first["modality"], second["modality"]) == ("av", "audio")
+    words, speech = media["words"], (result["duration"] - 3.0) / 2
+    assert first["start"] <= words[0][1] and words[-1][2] <= first["end"] < speech + 1.0  # the face part: av
+    assert second["start"] <= speech + 3.0 + words[0][1] and second["end"] >= speech + 3.0 + words[-1][2]
+
+
+def test_too_little_to_recognise_says_so(capfd, hard: dict, bundle: str) -> None:
+    # one frame with 40 ms of sound: nothing the voice activity detector calls speech; an empty line, a notice
+    code, out, err = run(capfd, hard["one_frame_av.mp4"], "--checkpoint", bundle)
+    assert code == 0 and out == [""]
+    assert err == [WARN.format(hard["one_frame_av.mp4"], "no speech found: empty transcript")]
+
+
+def test_truncated_and_faceless_inputs_in_a_batch(capfd, media: dict, hard: dict, bundle: str,
+                                                  tmp_path: Path) -> None:
+    inputs = [media["truncated.mp4"], hard["truncated.mkv"], hard["gray_no_audio.mp4"], hard["one_frame.mp4"]]
+    code, out, err = run(capfd, *inputs, "--checkpoint", bundle, "-o", tmp_path / "out")
+    assert code == 1, err  # something failed
+    assert not any("Traceback" in line for line in err)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["one_frame.txt", "truncated-1.txt"] and len(out) == 2, err  # the good ones still ran
+    errors = [line for line in err if ": error: " in line]
+    assert errors == [
+        f"avsr transcribe: error: {media['truncated.mp4']}: not a readable media file",
+        f"avsr transcribe: error: {hard['gray_no_audio.mp4']}: no audio stream and no face found: nothing to recognise",
+    ]
+    assert err[-1] == "avsr transcribe: 2 of 4 inputs failed"
+    assert sum("truncated.mkv" in line for line in err) == 1  # one notice that it was cut short
+    assert [line for line in err if "truncated.mkv" in line][0].endswith("(truncated?): decoded what is there")

@@ -118,6 +118,35 @@ def test_long_input_is_split_at_the_pause_with_absolute_times(transcriber: Trans
     assert segs[1]["end"] <= result["duration"] + 1e-9
 
 
+def test_a_long_region_is_cut_at_its_quietest_point() -> None:
+    from avsr.inference import _cut_long
+
+    score = np.ones(100)
+    score[[25, 45, 70]] = 0.0  # 512-sample windows; 25 lies in the first half of the first part: not eligible
+    cut = 45 * 512 + 256  # the centre of window 45
+    assert _cut_long(0, 100 * 512, score, max_len=60 * 512, window=512) == [(0, cut), (cut, 51200)]
+    assert _cut_long(0, 1000, score, max_len=2000, window=512) == [(0, 1000)]  # short enough: untouched
+    parts = _cut_long(0, 100 * 512, np.ones(100), max_len=20 * 512, window=512)
+    assert all(b - a <= 20 * 512 for a, b in parts) and parts[0][0] == 0 and parts[-1][1] == 51200
+    assert all(x[1] == y[0] for x, y in zip(parts, parts[1:]))
+
+
+def test_babble_everywhere_is_cut_between_the_words(media: dict) -> None:
+    from avsr.audio.noise import make_noise, mix
+
+    speech = read_av(media["speech.wav"]).audio
+    gap = 0.12  # shorter than the detector's min_silence: one utterance after the other, one region
+    clean = np.concatenate([speech, np.zeros(int(gap * 16000), np.float32), speech])
+    noisy = mix(clean, make_noise("babble", len(clean), "test", seed=0), -5.0)
+    noisy = (noisy / max(1.0, float(np.abs(noisy).max()))).astype(np.float32)
+    vad = VoiceActivityDetector()
+    assert len(vad.speech([noisy])) == 1  # the babble is speech to the detector: no pause to split at
+    first, second = vad.speech([noisy], max_speech=3.5)
+    words, n = media["words"], len(speech) / 16000
+    assert first[1] == second[0] and second[1] - second[0] <= 3.5 and first[1] - first[0] <= 3.5
+    assert words[-1][2] <= first[1] <= n + gap + words[0][1]  # after the first utterance, before the second
+
+
 def test_max_segment_bounds_every_segment(bundle: Path, media: dict) -> None:
     with Transcriber.from_checkpoint(bundle, device="cpu", beam_size=1, max_segment=1.0) as tr:
         result = tr.transcribe(media["speech.wav"], modality="audio")
@@ -151,6 +180,23 @@ def test_video_without_audio_is_lip_read(transcriber: Transcriber, media: dict, 
     assert "no audio stream: lip reading only" in caplog.text
     with pytest.raises(InputError, match="no audio stream"):
         transcriber.transcribe(media["silent_face.mp4"], modality="audio")
+
+
+def test_silent_audio_track_with_a_face_is_lip_read(transcriber: Transcriber, media: dict, caplog) -> None:
+    import dataclasses
+
+    clip = read_av(media["face.mp4"])
+    muted = dataclasses.replace(clip, audio=np.zeros_like(clip.audio))
+    with caplog.at_level(logging.WARNING, logger="avsr"):
+        result = transcriber.transcribe(muted)
+    assert result["segments"] and {s["modality"] for s in result["segments"]} == {"video"}
+    assert "the audio track is silent: lip reading only" in caplog.text
+    # a silent track with nothing to look at, or forced audio: an empty transcript that says so
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="avsr"):
+        assert transcriber.transcribe(muted, modality="audio")["segments"] == []
+        assert transcriber.transcribe(dataclasses.replace(muted, frames=None, timestamps=None))["text"] == ""
+    assert caplog.text.count("no speech found: empty transcript") == 2
 
 
 def test_audio_file_is_decoded_from_audio_alone(transcriber: Transcriber, media: dict, caplog) -> None:
