@@ -122,7 +122,8 @@ class AVSRBrain(sb.Brain):
                 self.checkpointer.add_recoverable("train_noise", noise)
             joiner = getattr(self.hparams, "train_join", None)
             if joiner is not None and "train_join" not in self.checkpointer.recoverables:
-                self.checkpointer.add_recoverable("train_join", joiner)
+                # optional: a run that switches joining on resumes from its earlier checkpoints
+                self.checkpointer.add_recoverable("train_join", joiner, optional_load=True)
         super().on_fit_start()
         # The schedule's length follows the current config, also after a resume
         # with a different number of epochs (the checkpoint holds the old one).
