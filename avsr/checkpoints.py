@@ -5,6 +5,11 @@ in the file's string metadata, the JSON config that rebuilds the model and the
 JSON tokenizer. Loading parses a JSON header and raw tensor bytes — it never
 unpickles, so a crafted file cannot run code.
 
+A **token LM bundle** (:class:`avsr.models.lm.TokenLM`, for shallow fusion)
+is the same kind of file, written by :func:`save_model`; its config has
+``"kind": "token_lm"`` and its tokenizer must be the recogniser's
+(:func:`load_lm` checks).
+
 A **training checkpoint** (model, optimizer, scheduler, step) is a
 ``torch.save`` file, read back with ``torch.load(weights_only=True)``, whose
 restricted unpickler refuses anything but tensors and plain containers.
@@ -35,8 +40,12 @@ from avsr.utils import atomic_path
 if TYPE_CHECKING:
     from torch import nn
 
+    from avsr.models.lm import TokenLM
+
 BUNDLE_FORMAT = "avsr-bundle"
 BUNDLE_VERSION = "1"
+#: ``config["kind"]`` of a token language model bundle.
+LM_KIND = "token_lm"
 
 
 def _plain_tensors(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -169,13 +178,52 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     from avsr.models.avsr import build_model
 
     config, state, tokenizer = load_bundle(path)
-    model = build_model(config)
+    if config.get("kind") == LM_KIND:
+        raise InputError(path, "is a token language model bundle, not a recognition model (pass it as --lm)")
+    try:
+        model = build_model(config)
+    except (TypeError, ValueError) as e:
+        raise InputError(path, f"not a recognition model bundle ({e})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise InputError(path, f"weights do not match the stored config: {first}") from None
     return model.to(device).eval(), tokenizer
+
+
+def load_lm(
+    path: str | os.PathLike, device: str | torch.device = "cpu", tokenizer: Tokenizer | None = None
+) -> tuple["TokenLM", Tokenizer]:
+    """Rebuild a token language model (shallow fusion) from a bundle written by :func:`save_model`.
+
+    Args:
+        path: the LM bundle (config ``kind`` ``"token_lm"``).
+        device: where to put the LM.
+        tokenizer: the recogniser's tokenizer; the LM's must be the same.
+
+    Returns:
+        ``(lm, lm_tokenizer)``; the LM is in eval mode.
+
+    Raises:
+        InputError: a bad file, not an LM bundle, weights that do not fit, or
+            another tokenizer than ``tokenizer``.
+    """
+    from avsr.models.lm import build_lm
+
+    config, state, lm_tokenizer = load_bundle(path)
+    if config.get("kind") != LM_KIND:
+        raise InputError(path, "not a token language model bundle (train one with recipes/SynthGRID/lm)")
+    if tokenizer is not None and lm_tokenizer != tokenizer:
+        raise InputError(path, "language model was trained with another tokenizer than the recognition "
+                               "model's (train the LM with the model's tokenizer)")
+    try:
+        lm = build_lm(config)
+        lm.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"LM weights do not match the stored config: {first}") from None
+    return lm.to(device).eval(), lm_tokenizer
 
 
 def save_training_checkpoint(

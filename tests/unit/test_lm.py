@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import pytest
 import torch
 
+from avsr.checkpoints import load_lm, load_model, save_model
 from avsr.decoding import joint_beam_search
+from avsr.errors import InputError
+from avsr.models.avsr import build_model
 from avsr.models.lm import TokenLM, build_lm, perplexity, train_token_lm
 from avsr.tokenizer import CharTokenizer
+from tiny_configs import SMALL_MODEL
 
 
 def grid_like(n: int, seed: int) -> list[str]:
@@ -66,3 +72,29 @@ def test_shallow_fusion_moves_beam_output_toward_lm_text() -> None:
     assert tok.decode(plain.tokens) == "cot"
     assert tok.decode(fused.tokens) == "cat"
     assert fused.lm_score > -5.0  # 'cat' is likely text for the LM
+
+
+def test_lm_bundle_round_trip_and_wrong_bundles(tmp_path: Path) -> None:
+    """An LM saved with its tokenizer loads back identical; mixing LM and model bundles is a clear error."""
+    texts = grid_like(24, 0)
+    tok = CharTokenizer.train(texts)
+    lm = train_token_lm(texts, tok, epochs=1, seed=0, embed_dim=16, hidden_dim=32, num_layers=2)
+    path = tmp_path / "lm.safetensors"
+    save_model(path, lm, tok, extra={"epochs": 1})
+    loaded, loaded_tok = load_lm(path, tokenizer=tok)
+    assert loaded_tok == tok and loaded.config == lm.config and not loaded.training
+    for name, value in lm.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    assert perplexity(loaded, texts[:4], tok) == perplexity(lm, texts[:4], tok)
+
+    other = CharTokenizer.train(texts + ["xyz"])
+    with pytest.raises(InputError) as err:
+        load_lm(path, tokenizer=other)
+    assert str(err.value) == (f"{path}: language model was trained with another tokenizer than the recognition "
+                              "model's (train the LM with the model's tokenizer)")
+    with pytest.raises(InputError, match="not a recognition model"):
+        load_model(path)
+    model_path = tmp_path / "model.safetensors"
+    save_model(model_path, build_model({**SMALL_MODEL, "vocab_size": tok.vocab_size}), tok)
+    with pytest.raises(InputError, match="not a token language model bundle"):
+        load_lm(model_path)
