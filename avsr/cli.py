@@ -118,13 +118,25 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="utterances decoded together (default 16)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N utterances")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    _lm_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _lm_args(p: argparse.ArgumentParser) -> None:
+    """``--lm`` / ``--lm-weight``, shared by evaluate and transcribe."""
+    from avsr.inference import DEFAULT_LM_WEIGHT
+
+    p.add_argument("--lm", metavar="PATH", default=None,
+                   help="token language model bundle for shallow fusion (trained with the model's tokenizer, "
+                        "e.g. by recipes/SynthGRID/lm)")
+    p.add_argument("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT, metavar="W",
+                   help=f"weight of the LM score (default {DEFAULT_LM_WEIGHT}; used with --lm)")
 
 
 @_command("evaluate", "WER/CER of a model per noise type, SNR and modality")(_evaluate_args)
 def _evaluate_run(args: argparse.Namespace) -> int:
     from avsr import evaluation as ev
-    from avsr.checkpoints import load_model
+    from avsr.checkpoints import load_lm, load_model
     from avsr.data.augment import parse_snrs
     from avsr.pretrained import DEFAULT_MODEL, pretrained_path
 
@@ -132,15 +144,17 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     modalities = ev.parse_modalities(args.modality)
     noises = ev.parse_noises(args.noise)
     snrs = parse_snrs(args.snr)
-    ev.check_search(args.beam, args.ctc_weight, args.batch_size)
+    ev.check_search(args.beam, args.ctc_weight, args.batch_size, args.lm_weight)
     device = ev.check_device(args.device)
     ev.check_output_dir(args.out)
     bundle = args.checkpoint if args.checkpoint else pretrained_path(args.model or DEFAULT_MODEL)
     utterances = ev.read_test_set(args.manifest, modalities, limit=args.limit)
     model, tokenizer = load_model(bundle, device=device)
+    lm = load_lm(args.lm, device=device, tokenizer=tokenizer)[0] if args.lm else None
     rows = ev.evaluate(
         model, tokenizer, utterances, modalities=modalities, noises=noises, snrs=snrs, beam_size=args.beam,
         ctc_weight=args.ctc_weight, batch_size=args.batch_size, progress=not args.quiet,
+        lm=lm, lm_weight=args.lm_weight,
     )
     ev.write_results(rows, args.out)
     print(ev.results_markdown(rows), end="")
@@ -169,22 +183,27 @@ def _transcribe_args(p: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", metavar="PATH", default=None, help="model bundle (.safetensors)")
     p.add_argument("--beam", type=int, default=10, help="beam size (default 10)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    _lm_args(p)
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="transcribe N inputs at once in worker processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 @_command("transcribe", "transcribe media files: text, subtitles or JSON with word times")(_transcribe_args)
 def _transcribe_run(args: argparse.Namespace) -> int:
     from avsr.errors import InputError
-    from avsr.inference import Transcriber, expand_inputs, output_paths
+    from avsr.inference import Transcriber, check_jobs, expand_inputs, output_paths
     from avsr.transcript import EXTENSIONS, format_result, write_result
 
     _log_to_stderr(args.command)
+    check_jobs(args.jobs)
     items = expand_inputs(args.inputs)
     files = [i.path for i in items if i.error is None]
     targets = output_paths(files, args.output, EXTENSIONS[args.format])
     if targets is None and args.format in ("srt", "vtt") and len(items) > 1:
         raise InputError(None, f"--format {args.format} with several inputs needs -o FOLDER")
-    settings = dict(device=args.device, beam_size=args.beam, progress=not args.quiet)
+    settings = dict(device=args.device, beam_size=args.beam, progress=not args.quiet, lm=args.lm,
+                    lm_weight=args.lm_weight)
     if args.checkpoint:
         transcriber = Transcriber.from_checkpoint(args.checkpoint, **settings)
     else:
@@ -193,7 +212,7 @@ def _transcribe_run(args: argparse.Namespace) -> int:
     for line in errors:
         print(f"avsr transcribe: error: {line}", file=sys.stderr)
     with transcriber:
-        for path, result, error in transcriber.transcribe_many(files, modality=args.modality):
+        for path, result, error in transcriber.transcribe_many(files, modality=args.modality, jobs=args.jobs):
             try:
                 if error is None and targets is not None:
                     write_result(result, targets[path], args.format)

@@ -49,13 +49,14 @@ import torch
 from torch import Tensor
 
 from avsr.errors import InputError
-from avsr.inference import check_device, check_search, decode_texts, pad_batch
+from avsr.inference import DEFAULT_LM_WEIGHT, check_device, check_search, decode_texts, pad_batch
 
 if TYPE_CHECKING:
     from torch import nn
 
     from avsr.audio.noise import NoiseBank
     from avsr.data.manifest import Utterance
+    from avsr.models.lm import TokenLM
     from avsr.tokenizer import Tokenizer
 
 __all__ = [
@@ -304,6 +305,8 @@ def evaluate(
     progress: bool = True,
     noise_seconds: float = 30.0,
     noise_variants: int = 2,
+    lm: "TokenLM | None" = None,
+    lm_weight: float = DEFAULT_LM_WEIGHT,
 ) -> list[dict]:
     """WER and CER of every (noise, SNR, modality) cell (see the module notes).
 
@@ -325,6 +328,8 @@ def evaluate(
         progress: a progress bar on stderr.
         noise_seconds: length of each pooled test-noise signal.
         noise_variants: pooled signals per noise type.
+        lm: optional token language model for shallow fusion (the model's tokenizer).
+        lm_weight: weight of its score in the joint search.
 
     Returns:
         rows with keys :data:`COLUMNS`, noise-major, then SNR, then modality,
@@ -343,7 +348,7 @@ def evaluate(
     mods = parse_modalities(modalities)
     kinds = parse_noises(noises)
     levels = _parse_levels(snrs)
-    check_search(beam_size, ctc_weight, batch_size)
+    check_search(beam_size, ctc_weight, batch_size, lm_weight)
     if not utterances:
         raise InputError(None, "no utterances to evaluate")
     _check_files(utterances, mods)
@@ -387,7 +392,7 @@ def evaluate(
                         waves = speech if kind is None else mixtures[kind, snr]
                         audio = pad_batch([torch.from_numpy(np.ascontiguousarray(w)) for w in waves], device)
                     hyps = decode_texts(model, tokenizer, audio, video if modality in _NEEDS_VIDEO else None,
-                                   beam_size, ctc_weight)
+                                        beam_size, ctc_weight, lm=lm, lm_weight=lm_weight)
                     counts[kind, snr, modality].add(refs, hyps)
                     bar.update(1)
     finally:

@@ -79,11 +79,13 @@ Example (a random-weight model: the words are nonsense, the structure is not):
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
 
     from avsr.decoding import Hypothesis
     from avsr.io import AVClip
+    from avsr.models.lm import TokenLM
     from avsr.tokenizer import Tokenizer
     from avsr.vision import LandmarkDetector, MouthTrack
 
@@ -109,6 +112,7 @@ __all__ = [
     "MODALITY_CHOICES",
     "MEDIA_EXTENSIONS",
     "TIMED_STAGES",
+    "DEFAULT_LM_WEIGHT",
     "check_device",
     "check_search",
     "pad_batch",
@@ -120,6 +124,7 @@ __all__ = [
     "fixed_windows",
     "InputFile",
     "expand_inputs",
+    "check_jobs",
     "output_paths",
     "Transcriber",
 ]
@@ -137,6 +142,8 @@ MEDIA_EXTENSIONS: frozenset[str] = frozenset({
     ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp",
     ".ogv", ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma",
 })
+#: Weight of the language model score in the joint search when an LM is given (``--lm-weight``).
+DEFAULT_LM_WEIGHT = 0.3
 #: Stages whose wall time :attr:`Transcriber.timings` accumulates, in pipeline order.
 TIMED_STAGES: tuple[str, ...] = ("vad", "audio", "lips", "encode", "search", "align")
 _NEEDS_AUDIO = ("av", "audio")
@@ -179,13 +186,14 @@ def check_device(name: str | torch.device) -> torch.device:
     return device
 
 
-def check_search(beam_size: int, ctc_weight: float, batch_size: int) -> None:
+def check_search(beam_size: int, ctc_weight: float, batch_size: int, lm_weight: float = 0.0) -> None:
     """Check the decoding settings.
 
     Args:
         beam_size: hypotheses kept per utterance (``>= 1``).
         ctc_weight: CTC weight of the joint score, in ``[0, 1]``.
         batch_size: utterances decoded together (``>= 1``).
+        lm_weight: weight of the language model score (``>= 0``, finite).
 
     Raises:
         InputError: a value out of range.
@@ -196,6 +204,8 @@ def check_search(beam_size: int, ctc_weight: float, batch_size: int) -> None:
         raise InputError(None, f"CTC weight must be in [0, 1], got {ctc_weight}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise InputError(None, f"batch size must be a positive integer, got {batch_size}")
+    if not (isinstance(lm_weight, (int, float)) and 0.0 <= lm_weight < math.inf):
+        raise InputError(None, f"LM weight must be a number >= 0, got {lm_weight}")
 
 
 def _check_modality(modality: str) -> str:
@@ -270,6 +280,8 @@ def encode_and_search(
     ctc_weight: float = 0.3,
     nbest: int = 1,
     timings: dict[str, float] | None = None,
+    lm: "TokenLM | None" = None,
+    lm_weight: float = DEFAULT_LM_WEIGHT,
 ) -> Decoded:
     """Encode a batch with the modalities given and run joint CTC/attention beam search.
 
@@ -283,6 +295,8 @@ def encode_and_search(
         ctc_weight: CTC weight of the joint score.
         nbest: hypotheses returned per utterance.
         timings: adds the seconds of ``encode`` and ``search`` to it when given.
+        lm: optional token language model for shallow fusion (same tokenizer as the model).
+        lm_weight: weight of the LM score (used only with ``lm``).
 
     Returns:
         :class:`Decoded`.
@@ -298,6 +312,7 @@ def encode_and_search(
     hyps = joint_beam_search(
         model, enc, lengths, ctc_log_probs=log_probs, beam_size=beam_size, ctc_weight=ctc_weight,
         blank_id=int(getattr(model, "blank_id", 0)), nbest=nbest,
+        lm=lm, lm_weight=lm_weight if lm is not None else 0.0,
     )
     clock.lap("search")
     return Decoded(lengths=lengths, log_probs=log_probs, hypotheses=hyps)
@@ -310,9 +325,12 @@ def decode_texts(
     video: tuple[Tensor, Tensor] | None,
     beam_size: int,
     ctc_weight: float,
+    lm: "TokenLM | None" = None,
+    lm_weight: float = DEFAULT_LM_WEIGHT,
 ) -> list[str]:
     """The best hypothesis of :func:`encode_and_search` as text, one per utterance."""
-    out = encode_and_search(model, audio, video, beam_size=beam_size, ctc_weight=ctc_weight)
+    out = encode_and_search(model, audio, video, beam_size=beam_size, ctc_weight=ctc_weight, lm=lm,
+                            lm_weight=lm_weight)
     return [tokenizer.decode(h[0].tokens) for h in out.hypotheses]
 
 
@@ -812,10 +830,13 @@ class Transcriber:
         max_segment: longest segment in seconds.
         min_face: fraction of a segment's frames with a detected face needed
             for ``auto`` to use the lips.
-        progress: a progress bar (segments) on stderr.
+        progress: a progress bar (segments; files with ``jobs > 1``) on stderr.
+        lm: optional token language model (:class:`avsr.models.lm.TokenLM`,
+            trained with the model's tokenizer) for shallow fusion.
+        lm_weight: weight of the LM score in the joint search.
 
     Raises:
-        InputError: a bad setting or device.
+        InputError: a bad setting or device, or an LM of another vocabulary size.
     """
 
     def __init__(
@@ -830,8 +851,13 @@ class Transcriber:
         max_segment: float = 20.0,
         min_face: float = 0.5,
         progress: bool = False,
+        lm: "TokenLM | None" = None,
+        lm_weight: float = DEFAULT_LM_WEIGHT,
     ) -> None:
-        check_search(beam_size, ctc_weight, batch_size)
+        check_search(beam_size, ctc_weight, batch_size, lm_weight)
+        if lm is not None and lm.vocab_size != tokenizer.vocab_size:
+            raise InputError(None, f"language model has {lm.vocab_size} tokens, the tokenizer "
+                                   f"{tokenizer.vocab_size}: train the LM with the model's tokenizer")
         if not (max_segment >= 1.0):
             raise InputError(None, f"max segment must be at least 1 s, got {max_segment}")
         if not 0.0 <= min_face <= 1.0:
@@ -839,6 +865,8 @@ class Transcriber:
         self.device = check_device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
+        self.lm = lm.to(self.device).eval() if lm is not None else None
+        self.lm_weight = float(lm_weight)
         self.beam_size = int(beam_size)
         self.ctc_weight = float(ctc_weight)
         self.batch_size = int(batch_size)
@@ -854,22 +882,28 @@ class Transcriber:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto", **kwargs) -> "Transcriber":
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto",
+                        lm: "str | os.PathLike | TokenLM | None" = None, **kwargs) -> "Transcriber":
         """A transcriber for a model bundle (``.safetensors``, as the recipes write).
 
         Args:
             path: the bundle.
             device: where to run.
-            **kwargs: settings of :class:`Transcriber`.
+            lm: a token LM bundle (:func:`avsr.checkpoints.load_lm`; its
+                tokenizer must be the model's) or model, for shallow fusion.
+            **kwargs: settings of :class:`Transcriber` (``lm_weight``, ``beam_size``...).
 
         Raises:
-            InputError: missing or damaged bundle, a bad device or setting.
+            InputError: missing or damaged bundle, an LM with another tokenizer,
+                a bad device or setting.
         """
-        from avsr.checkpoints import load_model
+        from avsr.checkpoints import load_lm, load_model
 
         dev = check_device(device)
         model, tokenizer = load_model(path, device=dev)
-        return cls(model, tokenizer, device=dev, **kwargs)
+        if isinstance(lm, (str, os.PathLike)):
+            lm, _ = load_lm(lm, device=dev, tokenizer=tokenizer)
+        return cls(model, tokenizer, device=dev, lm=lm, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str | None = None, device: str | torch.device = "auto",
@@ -879,7 +913,7 @@ class Transcriber:
         Args:
             name: a name from :func:`avsr.pretrained.available` (default: the demo model).
             device: where to run.
-            **kwargs: settings of :class:`Transcriber`.
+            **kwargs: ``lm`` (as in :meth:`from_checkpoint`) and settings of :class:`Transcriber`.
 
         Raises:
             InputError: unknown name (the message lists the installed ones).
@@ -940,29 +974,65 @@ class Transcriber:
             raise
 
     def transcribe_many(
-        self, inputs: Iterable[str | os.PathLike], modality: str = "auto"
+        self, inputs: Iterable[str | os.PathLike], modality: str = "auto", jobs: int = 1
     ) -> Iterator[tuple[str, dict | None, str | None]]:
-        """Transcribe files one after another; a bad file does not stop the others.
+        """Transcribe files; a bad file does not stop the others.
+
+        With ``jobs > 1`` the files are shared among that many worker
+        processes (spawned, each with its own copy of this transcriber and
+        ``torch`` threads = this process's threads // jobs). Results still
+        come in input order, and a file's warnings are logged here, on the
+        ``avsr`` loggers, just before its result. Ctrl-C, or leaving the
+        loop early, stops the workers at once; they write nothing.
 
         Args:
             inputs: media files.
             modality: as in :meth:`transcribe`.
+            jobs: worker processes (1: one file after another in this process).
 
         Yields:
             ``(path, result, None)`` on success, ``(path, None, error line)`` on failure.
+
+        Raises:
+            InputError: a bad modality or number of jobs (on the first ``next``).
         """
         _check_modality(modality)
-        for source in inputs:
-            path = os.fspath(source)
-            try:
-                yield path, self.transcribe(path, modality), None
-            except AVSRError as e:
-                yield path, None, str(e)
-            except Exception as e:  # something unforeseen in one file must not stop the batch
-                if os.environ.get("AVSR_DEBUG"):
-                    raise
-                detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                yield path, None, f"{path}: internal error: {type(e).__name__}{': ' + detail if detail else ''}"
+        check_jobs(jobs)
+        paths = [os.fspath(source) for source in inputs]
+        if jobs == 1 or len(paths) < 2:
+            for path in paths:
+                yield self._transcribe_one(path, modality)
+            return
+        jobs = min(jobs, len(paths))
+        with tempfile.TemporaryDirectory(prefix="avsr-jobs-") as tmp:
+            spec = self._worker_spec(jobs, Path(tmp) / "weights.pt")
+            yield from _transcribe_in_workers(spec, paths, modality, jobs, self.progress)
+
+    def _transcribe_one(self, path: str, modality: str) -> tuple[str, dict | None, str | None]:
+        """One item of :meth:`transcribe_many`: any error becomes its one line."""
+        try:
+            return path, self.transcribe(path, modality), None
+        except AVSRError as e:
+            return path, None, str(e)
+        except Exception as e:  # something unforeseen in one file must not stop the batch
+            if os.environ.get("AVSR_DEBUG"):
+                raise
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return path, None, f"{path}: internal error: {type(e).__name__}{': ' + detail if detail else ''}"
+
+    def _worker_spec(self, jobs: int, weights: Path) -> "_WorkerSpec":
+        """What a worker process needs to rebuild this transcriber; the weights are written to ``weights``."""
+        config = getattr(self.model, "config", None)
+        if not isinstance(config, dict) or not config:
+            raise InputError(None, "several jobs need a model built from a config (a bundle or build_model)")
+        torch.save({"model": self.model.state_dict(), "lm": self.lm.state_dict() if self.lm is not None else None},
+                   weights)
+        settings = dict(device=str(self.device), beam_size=self.beam_size, ctc_weight=self.ctc_weight,
+                        batch_size=self.batch_size, max_segment=self.max_segment, min_face=self.min_face,
+                        lm_weight=self.lm_weight)
+        lm_config = dict(self.lm.config) if self.lm is not None else None
+        return _WorkerSpec(dict(config), self.tokenizer.to_dict(), lm_config, str(weights), settings,
+                           max(1, torch.get_num_threads() // jobs))
 
     def _plan(self, media: "_FileMedia | _ClipMedia", modality: str) -> tuple[list[tuple[int, int]], str]:
         """Segments and the modality family of the file (what its streams allow)."""
@@ -1120,7 +1190,7 @@ class Transcriber:
         if modality in _NEEDS_VIDEO:
             video = pad_batch([torch.from_numpy(np.ascontiguousarray(it.mouths)) for it in items], self.device)
         out = encode_and_search(self.model, audio, video, timings=self.timings, beam_size=self.beam_size,
-                                ctc_weight=self.ctc_weight)
+                                ctc_weight=self.ctc_weight, lm=self.lm, lm_weight=self.lm_weight)
         lam = self.ctc_weight
         clock = _Clock(self.timings)
         for b, it in enumerate(items):
@@ -1146,6 +1216,149 @@ class Transcriber:
             except InputError:  # CTC cannot place these tokens (possible only without CTC in the search)
                 words[it.index] = _spread_words(decoded[it.index]["text"], start, end)
         clock.lap("align")
+
+
+# --------------------------------------------------------------------------- worker processes (jobs > 1)
+
+
+def check_jobs(jobs: int) -> None:
+    """Check a number of worker processes.
+
+    Raises:
+        InputError: not a positive integer.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(None, f"jobs must be a positive integer, got {jobs}")
+
+
+@dataclass
+class _WorkerSpec:
+    """Plain data that rebuilds a :class:`Transcriber` in a worker process."""
+
+    model_config: dict
+    tokenizer: dict
+    lm_config: dict | None
+    weights: str  # a torch.save({"model": state, "lm": state | None}) file, read back weights-only
+    settings: dict
+    threads: int
+
+
+_worker: Transcriber | None = None
+_worker_records: list[logging.LogRecord] = []
+
+
+class _Collect(logging.Handler):
+    """Keeps a worker's log records, to be sent back with the file's result."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _worker_records.append(record)
+
+
+def _worker_init(spec: _WorkerSpec) -> None:
+    """Start a worker process: build its transcriber; Ctrl-C is ignored (the parent stops the workers)."""
+    global _worker
+    import signal
+    import threading
+
+    from tqdm import tqdm
+
+    from avsr.models.avsr import build_model
+    from avsr.models.lm import build_lm
+    from avsr.tokenizer import Tokenizer
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # blocked since the spawn (see _held_interrupts)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # tqdm would create a multiprocessing lock here, which the resource tracker reports as leaked
+    # when the parent stops this worker; a thread lock is enough (one bar at a time).
+    tqdm.set_lock(threading.RLock())
+    torch.set_num_threads(spec.threads)
+    weights = torch.load(spec.weights, map_location="cpu", weights_only=True)
+    model = build_model(spec.model_config)
+    model.load_state_dict(weights["model"])
+    lm = None
+    if spec.lm_config is not None:
+        lm = build_lm(spec.lm_config)
+        lm.load_state_dict(weights["lm"])
+    logging.getLogger("avsr").addHandler(_Collect(logging.WARNING))
+    _worker = Transcriber(model, Tokenizer.from_dict(spec.tokenizer), lm=lm, **spec.settings)
+
+
+def _worker_transcribe(path: str, modality: str) -> tuple[tuple[str, dict | None, str | None], list[tuple]]:
+    """One file in a worker: the :meth:`Transcriber.transcribe_many` item and its ``(logger, level, message)``s."""
+    _worker_records.clear()
+    item = _worker._transcribe_one(path, modality)
+    return item, [(r.name, r.levelno, r.getMessage()) for r in _worker_records]
+
+
+@contextlib.contextmanager
+def _held_interrupts() -> Iterator[None]:
+    """Spawn worker processes that never see Ctrl-C, without losing one that comes meanwhile.
+
+    SIGINT is blocked in this thread, and a mask is inherited through fork
+    and exec: workers start with it blocked (their initializer then ignores
+    it), so a Ctrl-C at the terminal reaches this process alone and no worker
+    dies of it with a traceback. Another thread may still take the signal, so
+    in the main thread the handler only notes it until the block ends; it is
+    raised again then (to the handler there was before), with every worker
+    known, never half-way through sending one its spec.
+    """
+    import signal
+    import threading
+
+    held: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)) if main else None
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if main:
+            signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+    if held:
+        signal.raise_signal(signal.SIGINT)
+
+
+def _transcribe_in_workers(spec: _WorkerSpec, paths: list[str], modality: str, jobs: int,
+                           progress: bool) -> Iterator[tuple[str, dict | None, str | None]]:
+    """:meth:`Transcriber.transcribe_many` over ``jobs`` spawned processes, results in input order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm import tqdm
+
+    ctx = multiprocessing.get_context("spawn")  # no forked copies of torch / mediapipe threads
+    before = {p.pid for p in multiprocessing.active_children()}
+    executor = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(spec,))
+    bar = tqdm(total=len(paths), desc="transcribe", unit="file", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True, leave=False)
+    finished = False
+    try:
+        with _held_interrupts():  # submit() spawns the workers
+            futures = [executor.submit(_worker_transcribe, path, modality) for path in paths]
+        for future in futures:
+            future.add_done_callback(lambda _: bar.update(1))
+        for path, future in zip(paths, futures):
+            try:
+                item, records = future.result()
+            except BrokenProcessPool as e:  # a worker was killed (out of memory?) or could not start
+                yield path, None, f"{path}: internal error: worker process failed ({e})"
+                continue
+            for name, level, message in records:
+                logging.getLogger(name).log(level, "%s", message)
+            yield item
+        finished = True
+    finally:
+        if not finished:  # Ctrl-C, an error, or the caller stopped early: stop the workers now
+            executor.shutdown(wait=False, cancel_futures=True)
+            workers = [p for p in multiprocessing.active_children() if p.pid not in before]  # started above
+            for process in workers:
+                process.terminate()
+            for process in workers:
+                process.join()
+        executor.shutdown(wait=True)
+        bar.close()
 
 
 def _spread_words(text: str, start: float, end: float) -> list[dict]:

@@ -126,3 +126,11 @@ def make_hard_media(files: dict, root: Path) -> dict[str, Path]:
     out["truncated.mkv"].write_bytes(raw[: len(raw) * 6 // 10])
     write_av(out["gray_no_audio.mp4"], gray, 25.0)
     return out
+
+
+def make_lm(path: Path, tokenizer: CharTokenizer, texts: list[str] | None = None) -> None:
+    """A small token LM trained on ``texts`` (default: one sentence, many times), saved as an LM bundle."""
+    from avsr.models.lm import train_token_lm
+
+    lm = train_token_lm(texts or ["bin blue now"] * 32, tokenizer, epochs=4, seed=0, embed_dim=16, hidden_dim=32)
+    save_model(path, lm, tokenizer)

@@ -9,7 +9,7 @@ import pysubs2
 import pytest
 
 from avsr import cli
-from transcribe_fixtures import make_bundle, make_hard_media, make_media
+from transcribe_fixtures import make_bundle, make_hard_media, make_lm, make_media
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +175,43 @@ def test_truncated_and_faceless_inputs_in_a_batch(capfd, media: dict, hard: dict
     assert err[-1] == "avsr transcribe: 2 of 4 inputs failed"
     assert sum("truncated.mkv" in line for line in err) == 1  # one notice that it was cut short
     assert [line for line in err if "truncated.mkv" in line][0].endswith("(truncated?): decoded what is there")
+
+
+# --------------------------------------------------------------------------- --lm and --jobs
+
+
+def test_language_model_option(capfd, media: dict, bundle: str, tmp_path: Path) -> None:
+    from avsr.checkpoints import load_bundle
+    from avsr.tokenizer import CharTokenizer
+
+    make_lm(tmp_path / "lm.safetensors", load_bundle(bundle)[2])
+    code, out, err = run(capfd, media["speech.wav"], "--checkpoint", bundle, "--lm", tmp_path / "lm.safetensors",
+                         "--lm-weight", "0.5")
+    assert code == 0 and len(out) == 1 and err == []
+    make_lm(tmp_path / "other.safetensors", CharTokenizer.train(["xyz"]), ["xyz"])
+    code, out, err = run(capfd, media["speech.wav"], "--checkpoint", bundle, "--lm", tmp_path / "other.safetensors")
+    assert code == 1 and out == [] and len(err) == 1
+    assert err[0].startswith(f"avsr transcribe: error: {tmp_path / 'other.safetensors'}: language model was trained "
+                             "with another tokenizer")
+    code, out, err = run(capfd, media["speech.wav"], "--checkpoint", tmp_path / "lm.safetensors")
+    assert code == 1 and len(err) == 1 and "is a token language model bundle, not a recognition model" in err[0]
+
+
+def test_jobs_give_the_same_outputs_in_input_order(capfd, media: dict, bundle: str, tmp_path: Path) -> None:
+    inputs = [media["speech.wav"], media["text.mp4"], media["gray.mp4"]]  # the middle one is bad
+    runs = {}
+    for jobs in (1, 2):
+        out_dir = tmp_path / f"jobs{jobs}"
+        code, out, err = run(capfd, *inputs, "--checkpoint", bundle, "--format", "json", "-o", out_dir,
+                             "--jobs", str(jobs))
+        files = {p.name: json.loads(p.read_text()) for p in out_dir.iterdir()}
+        runs[jobs] = code, out, err, files
+    assert runs[2] == runs[1]
+    code, out, err, files = runs[2]
+    assert code == 1 and sorted(files) == ["gray.json", "speech.json"]
+    assert out == [files["speech.json"]["text"], files["gray.json"]["text"]]
+    assert err == [f"avsr transcribe: error: {media['text.mp4']}: not a readable media file",
+                   f"avsr transcribe: warning: {media['gray.mp4']}: no face found: decoded audio-only",
+                   "avsr transcribe: 1 of 3 inputs failed"]
+    code, out, err = run(capfd, media["speech.wav"], "--checkpoint", bundle, "--jobs", "0")
+    assert code == 1 and err == ["avsr transcribe: error: jobs must be a positive integer, got 0"]

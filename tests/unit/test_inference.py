@@ -23,7 +23,7 @@ from avsr.inference import (
 )
 from avsr.io import AVClip, read_av
 from avsr.tokenizer import CharTokenizer
-from transcribe_fixtures import make_bundle, make_media
+from transcribe_fixtures import make_bundle, make_lm, make_media
 
 KEYS = ["duration", "input", "segments", "text", "words"]
 
@@ -298,3 +298,36 @@ def test_expand_inputs_and_output_paths(media: dict, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="is a file"):
         output_paths(["a", "b"], tmp_path / "file" / "sub", ".txt")
+
+
+# --------------------------------------------------------------------------- language model (shallow fusion)
+
+
+def test_a_language_model_steers_the_transcript(bundle: Path, media: dict, tmp_path: Path) -> None:
+    """An LM that knows one sentence pulls a random model's output toward that sentence's characters."""
+    from avsr.checkpoints import load_bundle
+
+    _, _, tok = load_bundle(bundle)
+    lm_path = tmp_path / "lm.safetensors"
+    make_lm(lm_path, tok)
+
+    def lm_share(text: str) -> float:  # fraction of the characters that the LM's sentence has
+        return sum(c in set("bin blue now") for c in text) / max(1, len(text))
+
+    plain = Transcriber.from_checkpoint(bundle, device="cpu", beam_size=4).transcribe(media["speech.wav"])
+    with Transcriber.from_checkpoint(bundle, device="cpu", beam_size=4, lm=lm_path, lm_weight=3.0) as tr:
+        fused = tr.transcribe(media["speech.wav"])
+    check_result(fused, 2.5)
+    assert lm_share(fused["text"]) > 0.9 and lm_share(fused["text"]) > lm_share(plain["text"]) + 0.3
+
+    make_lm(tmp_path / "other.safetensors", CharTokenizer.train(["only these letters"]), ["these"])
+    with pytest.raises(InputError, match="other.safetensors: language model was trained with another tokenizer"):
+        Transcriber.from_checkpoint(bundle, device="cpu", lm=tmp_path / "other.safetensors")
+    with pytest.raises(InputError, match="LM weight must be a number >= 0"):
+        Transcriber.from_checkpoint(bundle, device="cpu", lm=lm_path, lm_weight=-1.0)
+
+
+def test_jobs_must_be_a_positive_integer(transcriber: Transcriber, media: dict) -> None:
+    for bad in (0, -2, 1.5):
+        with pytest.raises(InputError, match="jobs must be a positive integer"):
+            next(transcriber.transcribe_many([media["speech.wav"]], jobs=bad))
