@@ -59,8 +59,13 @@ The result is a plain dict (what ``--format json`` writes)::
      "words": [{"word", "start", "end", "confidence"}],
      "text": str}
 
-Times are seconds from the start of the file, rounded to milliseconds;
-confidences are in ``[0, 1]`` (segment: the per-token geometric mean of the
+Times are seconds from the start of the file, rounded to milliseconds. A
+segment is decoded with some context around its speech, but its times are
+those of the speech the voice activity detector found in it (what subtitles
+should show), and its words are kept inside them. Word times come from the
+CTC alignment, so they are only as good as the model's CTC spikes are
+placed (see the recipe README: the bundled model's are not well placed).
+Confidences are in ``[0, 1]`` (segment: the per-token geometric mean of the
 joint CTC/attention probability of the result; word: of its tokens' CTC
 posteriors along the alignment).
 
@@ -121,6 +126,7 @@ __all__ = [
     "decode_texts",
     "VoiceActivityDetector",
     "plan_segments",
+    "speech_bounds",
     "fixed_windows",
     "InputFile",
     "expand_inputs",
@@ -513,6 +519,44 @@ def plan_segments(
             continue
         out.extend(_split_even(k0, k1, max_steps))
     return out
+
+
+def speech_bounds(
+    spans: Sequence[tuple[int, int]], speech: Sequence[tuple[float, float]], lead: float = 0.1, tail: float = 0.0
+) -> list[tuple[float, float] | None]:
+    """Where the speech is inside each segment: the segments are padded, subtitles should not be.
+
+    Args:
+        spans: ``(k0, k1)`` segments of :func:`plan_segments`.
+        speech: the speech regions they were planned from, in seconds.
+        lead: seconds added before each region (the detector's onsets come a
+            few tens of milliseconds into the first word).
+        tail: seconds added after each region (its offsets already lag the
+            speech by about a tenth of a second).
+
+    Returns:
+        per segment, ``(start, end)`` of the speech regions overlapping it,
+        widened by ``lead`` / ``tail`` and clipped to the segment, or ``None``
+        where none does.
+
+    Example:
+        >>> speech_bounds([(20, 51), (51, 80), (80, 90)], [(1.0, 2.0), (2.1, 3.0)], lead=0.0)
+        [(1.0, 2.0), (2.1, 3.0), None]
+    """
+    out: list[tuple[float, float] | None] = []
+    for k0, k1 in spans:
+        t0, t1 = k0 / FRAME_RATE, k1 / FRAME_RATE
+        inside = [(max(s - lead, t0), min(e + tail, t1)) for s, e in speech if s < t1 and e > t0]
+        out.append((inside[0][0], inside[-1][1]) if inside else None)
+    return out
+
+
+def _tighten(segment: dict, words: list[dict], start: float, end: float) -> None:
+    """Give a decoded segment the times of its speech, and keep its words inside them."""
+    segment["start"], segment["end"] = round(start, 3), round(end, 3)
+    for w in words:
+        w["start"] = round(min(max(w["start"], start), end), 3)
+        w["end"] = round(min(max(w["end"], w["start"]), end), 3)
 
 
 def fixed_windows(duration: float, max_segment: float = 20.0) -> list[tuple[int, int]]:
@@ -1034,14 +1078,16 @@ class Transcriber:
         return _WorkerSpec(dict(config), self.tokenizer.to_dict(), lm_config, str(weights), settings,
                            max(1, torch.get_num_threads() // jobs))
 
-    def _plan(self, media: "_FileMedia | _ClipMedia", modality: str) -> tuple[list[tuple[int, int]], str]:
-        """Segments and the modality family of the file (what its streams allow)."""
+    def _plan(self, media: "_FileMedia | _ClipMedia", modality: str
+              ) -> tuple[list[tuple[int, int]], str, list[tuple[float, float]]]:
+        """Segments, the modality family of the file (what its streams allow) and its speech regions."""
         if modality in _NEEDS_AUDIO and not media.has_audio:
             raise InputError(media.name, f"no audio stream: cannot use --modality {modality} "
                                          "(try --modality video or auto)")
         if modality in _NEEDS_VIDEO and not media.has_video:
             raise InputError(media.name, f"no video stream: cannot use --modality {modality} "
                                          "(try --modality audio or auto)")
+        speech: list[tuple[float, float]] = []
         if media.has_audio:
             clock = _Clock(self.timings)
             speech = self._speech(media, modality)  # may find the audio unusable (has_audio becomes False)
@@ -1052,9 +1098,9 @@ class Transcriber:
             spans = fixed_windows(media.duration, self.max_segment)
         if modality == "auto":
             if not media.has_audio:
-                return spans, "video"  # said in _notices, unless there is no face either (an error)
-            return spans, "auto" if media.has_video else "audio"
-        return spans, modality
+                return spans, "video", speech  # said in _notices, unless there is no face either (an error)
+            return spans, "auto" if media.has_video else "audio", speech
+        return spans, modality, speech
 
     def _speech(self, media: "_FileMedia | _ClipMedia", modality: str) -> list[tuple[float, float]]:
         """Speech regions of a file with audio; where a video's audio is unusable for ``auto``/``video``
@@ -1112,7 +1158,7 @@ class Transcriber:
     def _run(self, media: "_FileMedia | _ClipMedia", modality: str) -> dict:
         from tqdm import tqdm
 
-        spans, plan = self._plan(media, modality)
+        spans, plan, speech = self._plan(media, modality)
         tally = _Tally(segments=len(spans))
         pending: dict[str, list[_Item]] = {"av": [], "audio": [], "video": []}
         decoded: dict[int, dict] = {}
@@ -1135,6 +1181,9 @@ class Transcriber:
         finally:
             bar.close()
         self._notices(media, plan, modality, tally)
+        for index, bounds in enumerate(speech_bounds(spans, speech)):
+            if bounds is not None and index in decoded:
+                _tighten(decoded[index], words[index], *bounds)
         order = sorted(decoded)
         segments = [decoded[i] for i in order]
         return {

@@ -116,6 +116,20 @@ def test_long_input_is_split_at_the_pause_with_absolute_times(transcriber: Trans
     assert segs[0]["start"] <= words[0][1] and segs[0]["end"] < speech + 1.0
     assert segs[1]["start"] > speech + 2.0 and segs[1]["start"] <= speech + 3.0 + words[0][1]
     assert segs[1]["end"] <= result["duration"] + 1e-9
+    # segment (and so subtitle) times are the speech's, not the padded decoding window's
+    for seg, offset in zip(segs, (0.0, speech + 3.0)):
+        assert abs(seg["start"] - (offset + words[0][1])) < 0.2
+        assert abs(seg["end"] - (offset + words[-1][2])) < 0.2
+    for w in result["words"]:
+        assert any(s["start"] <= w["start"] <= w["end"] <= s["end"] for s in segs)
+
+
+def test_speech_bounds_pads_and_clips_to_the_segment() -> None:
+    from avsr.inference import speech_bounds
+
+    got = speech_bounds([(0, 40), (40, 100)], [(0.5, 1.5), (1.7, 3.0)], lead=0.1, tail=0.2)
+    assert np.allclose(got, [(0.4, 1.6), (1.6, 3.2)])  # padded, then clipped to the segment (a cut at 1.6 s)
+    assert speech_bounds([(0, 25)], [(2.0, 3.0)]) == [None]
 
 
 def test_a_long_region_is_cut_at_its_quietest_point() -> None:
