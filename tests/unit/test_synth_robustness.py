@@ -211,8 +211,10 @@ def _interrupted_synth(out: Path, n: int) -> tuple[list[str], subprocess.Popen, 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [sys.executable, "-m", "avsr", "synth", "--out", str(out), "--num", str(n), "--split", "valid",
             "--seed", "9", "--processes", "2", "--quiet"]
+    # A Ctrl-C at a terminal reaches a process whose SIGINT is at its default; run from a background
+    # job (`cmd &` in a script), the tests would pass SIGINT on ignored, and the child could not see it.
     proc = subprocess.Popen(args, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list((out / "valid").glob("*.json"))) < 3 and proc.poll() is None:
         time.sleep(0.05)
