@@ -13,13 +13,25 @@ from transcribe_fixtures import make_bundle
 SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "benchmarks" / "transcribe_speed.py"
 
 
-@pytest.mark.slow
-def test_transcribe_speed_table(tmp_path: Path, capsys) -> None:
+@pytest.fixture(scope="module")
+def bench():
+    """The benchmark script as a module."""
     spec = importlib.util.spec_from_file_location("transcribe_speed", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    bundle = tmp_path / "tiny.safetensors"
-    make_bundle(bundle)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """A tiny random model bundle."""
+    path = tmp_path_factory.mktemp("bundle") / "tiny.safetensors"
+    make_bundle(path)
+    return path
+
+
+@pytest.mark.slow
+def test_transcribe_speed_table(bench, bundle: Path, tmp_path: Path, capsys) -> None:
     assert bench.main(["--checkpoint", str(bundle), "--seconds", "4", "--beam", "1", "--out", str(tmp_path)]) == 0
     assert "| whole pipeline |" in capsys.readouterr().out
     with open(tmp_path / "transcribe_speed.csv", newline="") as f:
@@ -35,12 +47,7 @@ def test_transcribe_speed_table(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "transcribe_speed.md").read_text().startswith("avsr transcribe speed")
 
 
-def test_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location("transcribe_speed", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    bundle = tmp_path / "tiny.safetensors"
-    make_bundle(bundle)
+def test_bad_input_is_one_line(bench, bundle: Path, tmp_path: Path, capsys) -> None:
     code = bench.main(["--checkpoint", str(bundle), "--video", str(tmp_path / "missing.mp4"), "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "missing.mp4" in err[0]

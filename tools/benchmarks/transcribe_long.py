@@ -198,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "WER %": 100.0 * wer([" ".join(w for w, _, _ in ref_words)], [result["text"]]),
                "segments": len(modalities), "audio-only segments": modalities.count("audio")}
         row |= _stats("word start", word_errors(result["words"], ref_words)[0])
-        row |= _stats("cue start", cue_errors(result, ref_words)[0])
-        row |= _stats("cue end", cue_errors(result, ref_words)[1])
+        cue_starts, cue_ends = cue_errors(result, ref_words)
+        row |= _stats("cue start", cue_starts) | _stats("cue end", cue_ends)
         rows.append(row)
     ratio = rows[-1]["peak RSS MiB"] / rows[0]["peak RSS MiB"]
     md = markdown_table(rows, header="avsr transcribe on long talking-face videos (errors in seconds)",
