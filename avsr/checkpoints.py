@@ -5,6 +5,10 @@ in the file's string metadata, the JSON config that rebuilds the model and the
 JSON tokenizer. Loading parses a JSON header and raw tensor bytes — it never
 unpickles, so a crafted file cannot run code.
 
+An **enhancement bundle** (:class:`avsr.models.enhancer.EnhancerModel`)
+is the same kind of file without a tokenizer (``"tokenizer": null``); its
+config has ``"kind": "enhancer"``. :func:`load_enhancer` reads it.
+
 A **token LM bundle** (:class:`avsr.models.lm.TokenLM`, for shallow fusion)
 is the same kind of file, written by :func:`save_model`; its config has
 ``"kind": "token_lm"`` and its tokenizer must be the recogniser's
@@ -40,12 +44,15 @@ from avsr.utils import atomic_path
 if TYPE_CHECKING:
     from torch import nn
 
+    from avsr.models.enhancer import EnhancerModel
     from avsr.models.lm import TokenLM
 
 BUNDLE_FORMAT = "avsr-bundle"
 BUNDLE_VERSION = "1"
 #: ``config["kind"]`` of a token language model bundle.
 LM_KIND = "token_lm"
+#: ``config["kind"]`` of a speech enhancement bundle (:data:`avsr.models.enhancer.ENHANCER_KIND`).
+ENHANCER_KIND = "enhancer"
 
 
 def _plain_tensors(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -69,7 +76,7 @@ def save_bundle(
     path: str | os.PathLike,
     config: Mapping[str, Any],
     state_dict: Mapping[str, Tensor],
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | None,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a model bundle atomically.
@@ -78,7 +85,8 @@ def save_bundle(
         path: output ``.safetensors`` file.
         config: JSON-able model configuration (``build_model(config)``).
         state_dict: the model weights.
-        tokenizer: stored as its :meth:`Tokenizer.to_dict` JSON.
+        tokenizer: stored as its :meth:`Tokenizer.to_dict` JSON (``None``:
+            a model without one, e.g. an enhancer).
         extra: optional JSON-able notes (training step, data, scores ...).
     """
     from safetensors.torch import save_file
@@ -88,7 +96,7 @@ def save_bundle(
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "config": json.dumps(dict(config), sort_keys=True),
-            "tokenizer": json.dumps(tokenizer.to_dict()),
+            "tokenizer": json.dumps(tokenizer.to_dict() if tokenizer is not None else None),
             "extra": json.dumps(dict(extra or {}), sort_keys=True),
         }
     except (TypeError, ValueError) as e:
@@ -130,14 +138,15 @@ def read_bundle_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(path, f"damaged bundle metadata ({e})") from None
 
 
-def load_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor], Tokenizer]:
+def load_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor], Tokenizer | None]:
     """Read a model bundle (never executes code from the file).
 
     Args:
         path: a file written by :func:`save_bundle`.
 
     Returns:
-        ``(config, state_dict, tokenizer)``.
+        ``(config, state_dict, tokenizer)`` (``tokenizer`` is ``None`` for a
+        bundle saved without one).
 
     Raises:
         InputError: missing file, not a bundle, or damaged contents.
@@ -149,13 +158,13 @@ def load_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tens
         state = load_file(os.fspath(path), device="cpu")
     except Exception as e:
         raise InputError(path, f"damaged bundle weights ({type(e).__name__})") from None
-    tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+    tokenizer = Tokenizer.from_dict(meta["tokenizer"]) if meta["tokenizer"] is not None else None
     return meta["config"], state, tokenizer
 
 
-def save_model(path: str | os.PathLike, model: "nn.Module", tokenizer: Tokenizer,
+def save_model(path: str | os.PathLike, model: "nn.Module", tokenizer: Tokenizer | None,
                extra: Mapping[str, Any] | None = None) -> None:
-    """:func:`save_bundle` for a model that has a ``config`` attribute."""
+    """:func:`save_bundle` for a model that has a ``config`` attribute (``tokenizer`` ``None`` for an enhancer)."""
     config = getattr(model, "config", None)
     if not isinstance(config, Mapping):
         raise InputError(None, "model has no config dict to save")
@@ -180,6 +189,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     config, state, tokenizer = load_bundle(path)
     if config.get("kind") == LM_KIND:
         raise InputError(path, "is a token language model bundle, not a recognition model (pass it as --lm)")
+    if config.get("kind") == ENHANCER_KIND or tokenizer is None:
+        raise InputError(path, "is a speech enhancement bundle, not a recognition model (use avsr enhance)")
     try:
         model = build_model(config)
     except (TypeError, ValueError) as e:
@@ -190,6 +201,33 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         first = str(e).strip().splitlines()[0]
         raise InputError(path, f"weights do not match the stored config: {first}") from None
     return model.to(device).eval(), tokenizer
+
+
+def load_enhancer(path: str | os.PathLike, device: str | torch.device = "cpu") -> "EnhancerModel":
+    """Rebuild a speech enhancement model from a bundle written by :func:`save_model`.
+
+    Args:
+        path: the bundle (config ``kind`` ``"enhancer"``).
+        device: where to put the model.
+
+    Returns:
+        the :class:`avsr.models.enhancer.EnhancerModel`, in eval mode.
+
+    Raises:
+        InputError: a bad file, not an enhancement bundle, or weights that do not fit.
+    """
+    from avsr.models.enhancer import build_enhancer
+
+    config, state, _ = load_bundle(path)
+    if config.get("kind") != ENHANCER_KIND:
+        raise InputError(path, "not a speech enhancement bundle (train one with recipes/SynthGRID/enhance)")
+    try:
+        model = build_enhancer(config)
+        model.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"enhancer weights do not match the stored config: {first}") from None
+    return model.to(device).eval()
 
 
 def load_lm(

@@ -45,9 +45,10 @@ from avsr.errors import InputError
 
 if TYPE_CHECKING:
     from avsr.data.dataset import Batch
+    from avsr.data.manifest import Utterance
 
 __all__ = ["NoiseSource", "NoiseFolder", "noise_source", "parse_snrs", "RankSeeded", "NoiseMixer", "UtteranceJoiner",
-           "AUDIO_EXTENSIONS", "rank_file"]
+           "InterferenceMixer", "TALKER", "AUDIO_EXTENSIONS", "rank_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -391,3 +392,135 @@ class UtteranceJoiner(RankSeeded):
             audio=audio, audio_lengths=audio_lengths, video=video, video_lengths=video_lengths,
             targets=padded_targets,
         )
+
+
+#: Kind name of a competing talker in :class:`InterferenceMixer` draws.
+TALKER = "talker"
+
+
+class InterferenceMixer(RankSeeded):
+    """Noisy / clean pairs for enhancement: noise or a competing talker at a random SNR.
+
+    Per utterance it draws clean (probability ``clean_prob``), a competing
+    talker (``talker_prob``: another utterance of the pool, by a different
+    speaker, looped or cut to length from a random offset) or noise (the
+    rest: a kind of ``source``), and an SNR uniform in ``snr_range``, measured
+    over the target's speech-active samples (:func:`avsr.audio.noise.mix`).
+    The target itself is never scaled, so it is the clean reference as read.
+
+    Args:
+        source: noise source (``None``: no noise, only talkers and clean).
+        talkers: utterances the competing talkers are drawn from (with
+            ``audio`` files and a ``speaker`` column; ``[]``: no talkers).
+        snr_range: ``(lowest, highest)`` SNR in dB.
+        clean_prob: probability of leaving an utterance clean.
+        talker_prob: probability of a competing talker.
+        seed: seed of the mixer's generator (checkpointed per rank).
+        kinds: noise kinds to draw from (default all of the source's).
+        sample_rate: Hz.
+
+    Raises:
+        InputError: bad probabilities or SNR range, talkers of only one
+            speaker, or talkers asked for without any.
+
+    Example:
+        >>> from avsr.audio.noise import NoiseBank
+        >>> mixer = InterferenceMixer(NoiseBank("train", kinds=("white",), seconds=1.0, variants=1), [], seed=0)
+        >>> y, kind, snr = mixer(np.sin(np.arange(8000) / 5.0).astype(np.float32), "s1")
+        >>> y.shape, kind in ("white", None), -10 <= snr <= 10 or snr == math.inf
+        ((8000,), True, True)
+    """
+
+    def __init__(
+        self,
+        source: NoiseSource | None,
+        talkers: Sequence["Utterance"],
+        snr_range: Sequence[float] = (-10.0, 10.0),
+        clean_prob: float = 0.1,
+        talker_prob: float = 0.4,
+        seed: int = 0,
+        kinds: Sequence[str] | None = None,
+        sample_rate: int = 16000,
+    ) -> None:
+        lo, hi = (float(x) for x in snr_range)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise InputError(None, f"SNR range must be two finite dB values, lowest first, got {list(snr_range)}")
+        clean_prob, talker_prob = float(clean_prob), float(talker_prob)
+        if not (0 <= clean_prob <= 1 and 0 <= talker_prob <= 1 and clean_prob + talker_prob <= 1):
+            raise InputError(None, f"clean_prob {clean_prob} and talker_prob {talker_prob} must be in [0, 1] "
+                                   "with a sum of at most 1")
+        self.pool = [(u.audio, u.extra.get("speaker") or u.id) for u in talkers if u.audio]
+        if talker_prob > 0 and len({spk for _, spk in self.pool}) < 2:
+            raise InputError(None, "a competing talker needs utterances of at least two speakers")
+        if source is None and clean_prob + talker_prob < 1:
+            raise InputError(None, "noise is asked for (clean_prob + talker_prob < 1) but there is no noise source")
+        self.source = source
+        self.kinds = tuple(kinds) if kinds else (tuple(source.kinds) if source is not None else ())
+        if source is not None:
+            unknown = [k for k in self.kinds if k not in source.kinds]
+            if unknown:
+                raise InputError(None, f"noise kind {', '.join(unknown)} is not in the source ({', '.join(source.kinds)})")
+        self.snr_range = (lo, hi)
+        self.clean_prob, self.talker_prob = clean_prob, talker_prob
+        self.sample_rate = sample_rate
+        super().__init__(seed)
+
+    def talker(self, num_samples: int, speaker: str, rng: np.random.Generator) -> np.ndarray:
+        """A competing talker's speech (not ``speaker``), ``num_samples`` long, from a random offset."""
+        from avsr.data.dataset import load_audio
+
+        for _ in range(100):
+            path, other = self.pool[int(rng.integers(len(self.pool)))]
+            if other != speaker:
+                break
+        else:  # the pool is nearly all one speaker: take the first other one
+            path = next(p for p, spk in self.pool if spk != speaker)
+        return _fit_length(load_audio(path).numpy(), num_samples, rng).astype(np.float32)
+
+    def __call__(
+        self, speech: np.ndarray, speaker: str, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, str | None, float]:
+        """Mix one utterance.
+
+        Args:
+            speech: ``(N,)`` clean float waveform.
+            speaker: its speaker (a competing talker is someone else).
+            rng: generator to draw from (default the mixer's own).
+
+        Returns:
+            ``(mixture float32 (N,), kind, snr)``: kind is a noise kind,
+            :data:`TALKER`, or ``None`` for clean (snr ``inf``).
+        """
+        rng = self.rng if rng is None else rng
+        u = float(rng.random())
+        snr = float(rng.uniform(*self.snr_range))
+        if u < self.clean_prob or len(speech) == 0 or not np.any(speech):
+            return np.asarray(speech, np.float32), None, math.inf
+        if u < self.clean_prob + self.talker_prob:
+            kind, interference = TALKER, self.talker(len(speech), speaker, rng)
+        else:
+            kind = self.kinds[int(rng.integers(len(self.kinds)))]
+            interference = self.source.sample(len(speech), rng, kind)
+        try:
+            return mix(speech, interference, snr, self.sample_rate, rng=rng), kind, snr
+        except InputError:  # an excerpt silent over the target's speech (a talker's pause): leave it clean
+            return np.asarray(speech, np.float32), None, math.inf
+
+    def mix_batch(self, audio: Tensor, lengths: Tensor, speakers: Sequence[str]) -> tuple[Tensor, list[str | None]]:
+        """Mix every utterance of a padded batch (padding stays zero).
+
+        Args:
+            audio: (B, N) clean float waveforms.
+            lengths: (B,) valid samples.
+            speakers: the B speakers.
+
+        Returns:
+            ``((B, N) mixtures on audio's device, the B kinds)``.
+        """
+        out = audio.detach().cpu().clone()
+        kinds: list[str | None] = []
+        for i, n in enumerate(lengths.tolist()):
+            y, kind, _ = self(out[i, : int(n)].numpy(), speakers[i])
+            out[i, : int(n)] = torch.from_numpy(y)
+            kinds.append(kind)
+        return out.to(audio.device), kinds

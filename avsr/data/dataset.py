@@ -70,19 +70,20 @@ def load_mouths(path: str) -> Tensor:
 
 
 def make_dataset(
-    utterances: Sequence[Utterance], tokenizer: Tokenizer, *, audio: bool = True, video: bool = True
+    utterances: Sequence[Utterance], tokenizer: Tokenizer | None, *, audio: bool = True, video: bool = True
 ) -> DynamicItemDataset:
     """Build the dataset of a manifest.
 
     Args:
         utterances: rows from :func:`avsr.data.manifest.read_manifest`.
-        tokenizer: turns ``text`` into ``tokens``.
+        tokenizer: turns ``text`` into ``tokens`` (``None``: no ``tokens``
+            item, for tasks without transcripts such as enhancement).
         audio: provide the ``audio`` item (rows must then have audio files).
         video: provide the ``mouths`` item (rows must then have mouth files).
 
     Returns:
         a ``DynamicItemDataset`` with output keys ``id``, ``text``,
-        ``duration``, ``tokens`` and the chosen modality items.
+        ``duration``, ``tokens`` (with a tokenizer) and the chosen modality items.
 
     Raises:
         InputError: a row lacks the file of a requested modality.
@@ -95,8 +96,11 @@ def make_dataset(
             raise InputError(None, f"utterance {u.id!r} has no mouths file")
         data[u.id] = {"text": u.text, "duration": u.duration, "audio_path": u.audio or "", "mouths_path": u.mouths or ""}
     ds = DynamicItemDataset(data)
-    keys = ["id", "text", "duration", "tokens"]
-    ds.add_dynamic_item(lambda text: torch.tensor(tokenizer.encode(text), dtype=torch.long), takes="text", provides="tokens")
+    keys = ["id", "text", "duration"]
+    if tokenizer is not None:
+        ds.add_dynamic_item(lambda text: torch.tensor(tokenizer.encode(text), dtype=torch.long), takes="text",
+                            provides="tokens")
+        keys.append("tokens")
     if audio:
         ds.add_dynamic_item(load_audio, takes="audio_path", provides="audio")
         keys.append("audio")
@@ -144,7 +148,7 @@ class Batch:
         audio_lengths: (B,) samples or ``None``.
         video: (B, T, H, W) uint8 mouths or ``None``.
         video_lengths: (B,) frames or ``None``.
-        targets: (B, L) token ids, ``-1`` padding.
+        targets: (B, L) token ids, ``-1`` padding (``None`` for a dataset without tokens).
     """
 
     ids: list[str]
@@ -153,7 +157,7 @@ class Batch:
     audio_lengths: Tensor | None
     video: Tensor | None
     video_lengths: Tensor | None
-    targets: Tensor
+    targets: Tensor | None
 
     def to(self, device: torch.device | str) -> "Batch":
         """Move the tensors to ``device``."""
@@ -161,7 +165,7 @@ class Batch:
             return None if t is None else t.to(device)
 
         return Batch(self.ids, self.texts, mv(self.audio), mv(self.audio_lengths), mv(self.video),
-                     mv(self.video_lengths), self.targets.to(device))
+                     mv(self.video_lengths), mv(self.targets))
 
 
 def _absolute(padded: Tensor, relative: Tensor) -> Tensor:
@@ -172,7 +176,7 @@ def batch_tensors(batch: object) -> Batch:
     """Convert a SpeechBrain ``PaddedBatch`` of :func:`make_dataset` items.
 
     Args:
-        batch: a ``PaddedBatch`` with ``tokens`` and ``audio`` and/or ``mouths``.
+        batch: a ``PaddedBatch`` with ``audio`` and/or ``mouths`` (and ``tokens``, when the dataset has them).
 
     Returns:
         the :class:`Batch`.
@@ -185,8 +189,10 @@ def batch_tensors(batch: object) -> Batch:
     if "mouths" in keys:
         video, rel = batch.mouths
         v_len = _absolute(video, rel)
-    tokens, rel = batch.tokens
-    t_len = _absolute(tokens, rel)
-    positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)
-    targets = tokens.masked_fill(positions >= t_len.unsqueeze(1), -1)
+    targets = None
+    if "tokens" in keys:
+        tokens, rel = batch.tokens
+        t_len = _absolute(tokens, rel)
+        positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)
+        targets = tokens.masked_fill(positions >= t_len.unsqueeze(1), -1)
     return Batch(list(batch.id), list(batch.text), audio, a_len, video, v_len, targets)

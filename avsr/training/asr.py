@@ -112,6 +112,10 @@ class AVSRBrain(sb.Brain):
     each rank's final weights there).
     """
 
+    #: Validation statistic that selects and averages checkpoints, and whether larger is better.
+    select_key: str = "WER"
+    select_max: bool = False
+
     def on_fit_start(self) -> None:
         """Register the generators in the checkpointer, then let SpeechBrain recover."""
         if self.checkpointer is not None:
@@ -282,7 +286,7 @@ class AVSRBrain(sb.Brain):
     # ---------------------------------------------------------------- export
 
     def average_best(self, n_best: int | None = None) -> list[str]:
-        """Load the average of the ``n_best`` checkpoints with the lowest valid WER into the model.
+        """Load the average of the ``n_best`` best checkpoints (by :attr:`select_key`) into the model.
 
         Returns:
             the names of the averaged checkpoints (empty when there are none).
@@ -290,8 +294,10 @@ class AVSRBrain(sb.Brain):
         if self.checkpointer is None:
             return []
         n_best = int(n_best or getattr(self.hparams, "keep_best", 5))
+        key = self.select_key
         ckpts = self.checkpointer.find_checkpoints(
-            min_key="WER", max_num_checkpoints=n_best, ckpt_predicate=lambda c: "WER" in c.meta
+            **{"max_key" if self.select_max else "min_key": key}, max_num_checkpoints=n_best,
+            ckpt_predicate=lambda c: key in c.meta,
         )
         if not ckpts:
             return []

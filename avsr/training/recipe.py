@@ -1,4 +1,5 @@
-"""The one recognition recipe runner: every ``recipes/*/avsr/train.py`` calls :func:`run_asr`.
+"""The recipe runners: every ``recipes/*/avsr/train.py`` calls :func:`run_asr`, every
+``recipes/*/enhance/train.py`` :func:`run_enhance` (both through :func:`main`).
 
 Two recipes that differ only in data share all of this; only their
 ``hparams/*.yaml`` and ``prepare.py`` differ. The hparams file
@@ -29,22 +30,24 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from avsr.checkpoints import save_model
-from avsr.data.augment import NoiseMixer, UtteranceJoiner, noise_source
+from avsr.data.augment import InterferenceMixer, NoiseMixer, UtteranceJoiner, noise_source
 from avsr.data.dataset import duration_batches, make_dataset
 from avsr.data.manifest import read_manifest
 from avsr.errors import AVSRError, InputError
 from avsr.models.avsr import BASE, TINY, AVSRModel, build_model
+from avsr.models.enhancer import BASE_ENHANCER, TINY_ENHANCER, EnhancerModel, build_enhancer
 from avsr.tokenizer import Tokenizer
 from avsr.training.asr import AVSRBrain, trace_file
 
-__all__ = ["PRESETS", "load_tokenizer", "save_tokenizer", "build_recipe_model", "init_from_bundle", "run_asr", "main"]
+__all__ = ["PRESETS", "ENHANCER_PRESETS", "load_tokenizer", "save_tokenizer", "build_recipe_model", "init_from_bundle",
+           "build_recipe_enhancer", "init_video_from_recogniser", "run_asr", "run_enhance", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -184,14 +187,11 @@ def _positive(hparams: dict[str, Any], key: str, cast: type = float) -> float:
     return number
 
 
-def run_asr(argv: Sequence[str]) -> Path:
-    """Train a recognition recipe end to end (prepare must have run).
-
-    Args:
-        argv: ``hparams.yaml`` followed by SpeechBrain options and hparam overrides.
+def _setup(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """Parse the command line, join the DDP group, load and check the hparams, make the output folder.
 
     Returns:
-        the averaged model bundle's path.
+        ``(run_opts, hparams)``.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
     run_opts = _run_opts_defaults(run_opts, argv)
@@ -207,25 +207,13 @@ def run_asr(argv: Sequence[str]) -> Path:
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
-    rank = int(os.environ.get("RANK", 0))
+    return run_opts, hparams
 
-    tokenizer = load_tokenizer(hparams["tokenizer_file"])
-    model = build_recipe_model(hparams, tokenizer)
-    if hparams.get("init_from"):  # a resumed run's checkpoint, when there is one, takes precedence
-        init_from_bundle(model, hparams["init_from"], tokenizer)
-    use_audio = bool(hparams.get("use_audio", True))
-    use_video = bool(hparams.get("use_video", True))
-    train = make_dataset(
-        read_manifest(hparams["train_manifest"], need_audio=use_audio, need_mouths=use_video),
-        tokenizer, audio=use_audio, video=use_video,
-    )
-    valid = make_dataset(
-        read_manifest(hparams["valid_manifest"], need_audio=use_audio, need_mouths=use_video),
-        tokenizer, audio=use_audio, video=use_video,
-    )
+
+def _samplers(hparams: dict[str, Any], train: Any, valid: Any) -> tuple[Any, Any]:
+    """Duration batches of both sets; sets the schedule's length (``lr_total_steps``) from them."""
     sampler = duration_batches(train, float(hparams["batch_seconds"]), seed=int(hparams["seed"]))
     valid_sampler = duration_batches(valid, float(hparams["valid_batch_seconds"]), shuffle=False)
-
     world = int(os.environ.get("WORLD_SIZE", 1))
     accum = int(hparams.get("grad_accumulation_factor", 1))
     steps_per_epoch = math.ceil(len(sampler) / world / accum)
@@ -233,19 +221,19 @@ def run_asr(argv: Sequence[str]) -> Path:
     hparams["lr_total_steps"] = steps_per_epoch * int(hparams["number_of_epochs"])
     if annealing is not None and hasattr(annealing, "num_training_steps"):
         annealing.num_training_steps = hparams["lr_total_steps"]
+    return sampler, valid_sampler
 
-    hparams["tokenizer"] = tokenizer
-    sources: dict[str, Any] = {}
-    hparams["train_noise"] = _mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank, sources)
-    hparams["valid_noise"] = _mixer(hparams, "valid_noise", int(hparams.get("valid_noise_seed", 1234)), sources)
-    hparams["train_join"] = _joiner(hparams, int(hparams["seed"]) + 2000 + 1000 * rank)
+
+def _fit_and_export(brain_class: type, model: torch.nn.Module, hparams: dict[str, Any], run_opts: Any,
+                    train: Any, valid: Any, samplers: tuple[Any, Any], tokenizer: Tokenizer | None) -> Path:
+    """Register the recoverables, fit, average the best checkpoints and write the bundle (main process)."""
     checkpointer = hparams["checkpointer"]
     checkpointer.add_recoverable("model", model)
     checkpointer.add_recoverable("counter", hparams["epoch_counter"])
+    annealing = hparams.get("lr_annealing")
     if annealing is not None:
         checkpointer.add_recoverable("lr_annealing", annealing)
-
-    brain = AVSRBrain(
+    brain = brain_class(
         modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams,
         run_opts=run_opts, checkpointer=checkpointer,
     )
@@ -254,8 +242,8 @@ def run_asr(argv: Sequence[str]) -> Path:
         brain.hparams.epoch_counter,
         train,
         valid,
-        train_loader_kwargs={"batch_sampler": sampler, **loader_opts},
-        valid_loader_kwargs={"batch_sampler": valid_sampler, **loader_opts},
+        train_loader_kwargs={"batch_sampler": samplers[0], **loader_opts},
+        valid_loader_kwargs={"batch_sampler": samplers[1], **loader_opts},
     )
     if hparams.get("trace_folder"):  # opt-in (tests): each rank's final weights, before averaging
         from safetensors.torch import save_file
@@ -271,10 +259,145 @@ def run_asr(argv: Sequence[str]) -> Path:
     return bundle
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry of the recipes' ``train.py``: one error line, exit 1, for user errors."""
+def run_asr(argv: Sequence[str]) -> Path:
+    """Train a recognition recipe end to end (prepare must have run).
+
+    Args:
+        argv: ``hparams.yaml`` followed by SpeechBrain options and hparam overrides.
+
+    Returns:
+        the averaged model bundle's path.
+    """
+    run_opts, hparams = _setup(argv)
+    rank = int(os.environ.get("RANK", 0))
+    tokenizer = load_tokenizer(hparams["tokenizer_file"])
+    model = build_recipe_model(hparams, tokenizer)
+    if hparams.get("init_from"):  # a resumed run's checkpoint, when there is one, takes precedence
+        init_from_bundle(model, hparams["init_from"], tokenizer)
+    use_audio = bool(hparams.get("use_audio", True))
+    use_video = bool(hparams.get("use_video", True))
+    train = make_dataset(
+        read_manifest(hparams["train_manifest"], need_audio=use_audio, need_mouths=use_video),
+        tokenizer, audio=use_audio, video=use_video,
+    )
+    valid = make_dataset(
+        read_manifest(hparams["valid_manifest"], need_audio=use_audio, need_mouths=use_video),
+        tokenizer, audio=use_audio, video=use_video,
+    )
+    samplers = _samplers(hparams, train, valid)
+    hparams["tokenizer"] = tokenizer
+    sources: dict[str, Any] = {}
+    hparams["train_noise"] = _mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank, sources)
+    hparams["valid_noise"] = _mixer(hparams, "valid_noise", int(hparams.get("valid_noise_seed", 1234)), sources)
+    hparams["train_join"] = _joiner(hparams, int(hparams["seed"]) + 2000 + 1000 * rank)
+    return _fit_and_export(AVSRBrain, model, hparams, run_opts, train, valid, samplers, tokenizer)
+
+
+# ---------------------------------------------------------------------------- enhancement
+
+ENHANCER_PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY_ENHANCER, "base": BASE_ENHANCER}
+
+
+def build_recipe_enhancer(hparams: dict[str, Any]) -> EnhancerModel:
+    """The enhancer of an hparams file: ``model_preset`` + ``model`` overrides."""
+    preset = hparams.get("model_preset", "tiny")
+    if preset not in ENHANCER_PRESETS:
+        raise InputError(None, f"unknown model_preset {preset!r} (choose from {', '.join(ENHANCER_PRESETS)})")
     try:
-        run_asr(sys.argv[1:] if argv is None else argv)
+        return build_enhancer({**ENHANCER_PRESETS[preset], **dict(hparams.get("model") or {})})
+    except (TypeError, ValueError) as e:
+        raise InputError(None, f"bad model settings: {e}") from None
+
+
+def init_video_from_recogniser(model: EnhancerModel, path: str | os.PathLike) -> None:
+    """Copy the lip features of a recognition bundle into the enhancer's video frontend.
+
+    Args:
+        model: the enhancer (its video frontend must have the recogniser's architecture).
+        path: a recognition bundle, e.g. ``avsr/pretrained/synthgrid-avsr-tiny.safetensors``.
+
+    Raises:
+        InputError: a bad bundle, or a video frontend of another shape.
+    """
+    from avsr.checkpoints import load_model
+
+    recogniser, _ = load_model(path)
+    try:
+        model.video.load_state_dict(recogniser.encoder.video_frontend.state_dict(), strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"its video frontend does not fit the enhancer's (set the model's video_* "
+                               f"settings to the recogniser's): {first}") from None
+
+
+def _interference(hparams: dict[str, Any], key: str, talkers: Sequence[Any], seed: int,
+                  sources: dict[str, Any]) -> InterferenceMixer | None:
+    """The mixer of ``key`` (``train_noise`` / ``valid_noise``): noise of the spec (train sources) and talkers."""
+    spec = hparams.get(key)
+    if not spec:
+        return None
+    if str(spec) not in sources:
+        sources[str(spec)] = noise_source(
+            str(spec), "train", seed=int(hparams.get("noise_bank_seed", 0)),
+            seconds=float(hparams.get("noise_bank_seconds", 30.0)), variants=int(hparams.get("noise_bank_variants", 2)),
+        )
+    return InterferenceMixer(
+        sources[str(spec)], talkers, hparams.get("snr_range", (-10.0, 10.0)),
+        clean_prob=float(hparams.get("clean_prob", 0.1)), talker_prob=float(hparams.get("talker_prob", 0.4)),
+        seed=seed, kinds=hparams.get("noise_kinds") or None,
+    )
+
+
+def run_enhance(argv: Sequence[str]) -> Path:
+    """Train an enhancement recipe end to end (the recognition recipe's prepare must have run).
+
+    Args:
+        argv: ``hparams.yaml`` followed by SpeechBrain options and hparam overrides.
+
+    Returns:
+        the averaged model bundle's path.
+    """
+    from avsr.training.enhance import EnhanceBrain
+
+    run_opts, hparams = _setup(argv)
+    rank = int(os.environ.get("RANK", 0))
+    model = build_recipe_enhancer(hparams)
+    if hparams.get("init_from"):  # a resumed run's checkpoint, when there is one, takes precedence
+        from avsr.checkpoints import load_enhancer
+
+        try:
+            model.load_state_dict(load_enhancer(hparams["init_from"]).state_dict())
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise InputError(hparams["init_from"], f"init_from weights do not fit the recipe's model: {first}") from None
+    elif hparams.get("video_init_from"):
+        init_video_from_recogniser(model, hparams["video_init_from"])
+    train_utts = read_manifest(hparams["train_manifest"], need_audio=True, need_mouths=True)
+    valid_utts = read_manifest(hparams["valid_manifest"], need_audio=True, need_mouths=True)
+    train = make_dataset(train_utts, None)
+    valid = make_dataset(valid_utts, None)
+    samplers = _samplers(hparams, train, valid)
+    hparams["speakers"] = {u.id: u.extra.get("speaker") or u.id for u in train_utts + valid_utts}
+    sources: dict[str, Any] = {}
+    hparams["train_noise"] = _interference(hparams, "train_noise", train_utts, int(hparams["seed"]) + 1000 * rank,
+                                           sources)
+    hparams["valid_noise"] = _interference(hparams, "valid_noise", valid_utts,
+                                           int(hparams.get("valid_noise_seed", 1234)), sources)
+    return _fit_and_export(EnhanceBrain, model, hparams, run_opts, train, valid, samplers, None)
+
+
+def main(argv: Sequence[str] | None = None, run: Callable[[Sequence[str]], Path] = run_asr) -> int:
+    """Command-line entry of the recipes' ``train.py``: one error line, exit 1, for user errors.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+        run: the runner (:func:`run_asr`, :func:`run_enhance`).
+
+    Returns:
+        the exit code.
+    """
+    try:
+        run(sys.argv[1:] if argv is None else argv)
     except AVSRError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 1
