@@ -232,6 +232,127 @@ def _transcribe_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------
+# avsr enhance
+# ---------------------------------------------------------------------------
+def _enhance_args(p: argparse.ArgumentParser) -> None:
+    from avsr.enhancement import DEFAULT_ENHANCER, ENHANCE_MODALITIES
+
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="media files (any container; audio-only too), folders of them, or quoted glob patterns")
+    p.add_argument("-o", "--output", metavar="OUT", required=True,
+                   help="output file (one input: .wav/.flac for audio, .mp4/.mkv/... for the video with the "
+                        "enhanced sound) or folder (a file per input: videos keep their container, audio gets .wav)")
+    p.add_argument("--modality", default="av", choices=ENHANCE_MODALITIES,
+                   help="av (default: the lips where a face is seen, the audio alone elsewhere) or audio")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="NAME", default=None,
+                        help=f"bundled enhancement model (default {DEFAULT_ENHANCER})")
+    source.add_argument("--checkpoint", metavar="PATH", default=None, help="enhancement bundle (.safetensors)")
+    p.add_argument("--chunk", type=float, default=10.0, metavar="SECONDS",
+                   help="long inputs are enhanced in overlapping chunks of this length (default 10)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_command("enhance", "enhance the speech of media files, steered by the speaker's lips")(_enhance_args)
+def _enhance_run(args: argparse.Namespace) -> int:
+    from avsr.enhancement import Enhancer, plan_outputs
+    from avsr.inference import expand_inputs
+
+    _log_to_stderr(args.command)
+    items = expand_inputs(args.inputs)
+    files = [i.path for i in items if i.error is None]
+    targets = plan_outputs(files, args.output) if files else {}
+    settings = dict(device=args.device, chunk_seconds=args.chunk, progress=not args.quiet)
+    if args.checkpoint:
+        enhancer = Enhancer.from_checkpoint(args.checkpoint, **settings)
+    else:
+        enhancer = Enhancer.from_pretrained(args.model, **settings)
+    errors = [i.error for i in items if i.error is not None]
+    for line in errors:
+        print(f"avsr enhance: error: {line}", file=sys.stderr)
+    with enhancer:
+        for path, info, error in enhancer.enhance_many(files, targets, modality=args.modality):
+            if error is not None:
+                errors.append(error)
+                print(f"avsr enhance: error: {error}", file=sys.stderr)
+                continue
+            print(f"{path} -> {info['output']} ({info['duration']:.2f} s, {info['modality']})", flush=True)
+    if errors:
+        print(f"avsr enhance: {len(errors)} of {len(items)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# avsr evaluate-enhance
+# ---------------------------------------------------------------------------
+def _evaluate_enhance_args(p: argparse.ArgumentParser) -> None:
+    from avsr.enhancement import DEFAULT_ENHANCER
+    from avsr.pretrained import DEFAULT_MODEL
+
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="NAME", default=None,
+                        help=f"bundled enhancement model (default {DEFAULT_ENHANCER})")
+    source.add_argument("--checkpoint", metavar="PATH", default=None, help="enhancement bundle (.safetensors)")
+    p.add_argument("--manifest", required=True, help="test manifest CSV (id, text, duration, audio, mouths, speaker)")
+    p.add_argument("--noise", default="babble,music,talker",
+                   help="comma-separated test noise types and/or talker (a competing test talker); "
+                        "default babble,music,talker")
+    p.add_argument("--snr", default="clean,5,0,-5",
+                   help="comma-separated SNRs in dB and/or clean (default clean,5,0,-5); "
+                        "write --snr=-5,0 when the list starts with a minus sign")
+    p.add_argument("--out", required=True,
+                   help="output folder: enhance_results.csv/.md, wer.csv/.md, spectrograms.png")
+    p.add_argument("--recogniser", metavar="NAME_OR_PATH", default=DEFAULT_MODEL,
+                   help=f"recognition model for the WER table: a bundled name or a bundle path (default {DEFAULT_MODEL})")
+    p.add_argument("--wer", default="babble:-5", metavar="NOISE:SNR",
+                   help="condition transcribed by the recogniser, audio only (default babble:-5; none to skip)")
+    p.add_argument("--no-pesq", action="store_true", help="skip PESQ (the slowest metric)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N utterances")
+    p.add_argument("--beam", type=int, default=10, help="recogniser beam size (default 10)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+@_command("evaluate-enhance", "SI-SDRi, PESQ and STOI of an enhancer per noise type and SNR (+ WER)")(
+    _evaluate_enhance_args)
+def _evaluate_enhance_run(args: argparse.Namespace) -> int:
+    from avsr import enhancement_eval as ee
+    from avsr.checkpoints import load_model
+    from avsr.data.augment import parse_snrs
+    from avsr.enhancement import Enhancer
+    from avsr.evaluation import check_device, check_output_dir, read_test_set
+    from avsr.pretrained import available, pretrained_path
+
+    noises = ee.parse_enhance_noises(args.noise)
+    parse_snrs(args.snr)
+    condition = ee.parse_condition(args.wer)
+    device = check_device(args.device)
+    check_output_dir(args.out)
+    utterances = read_test_set(args.manifest, ("av",), limit=args.limit)
+    if args.checkpoint:
+        enhancer = Enhancer.from_checkpoint(args.checkpoint, device=device)
+    else:
+        enhancer = Enhancer.from_pretrained(args.model, device=device)
+    recogniser = None
+    if condition is not None:
+        bundle = pretrained_path(args.recogniser) if args.recogniser in available() else args.recogniser
+        recogniser = load_model(bundle, device=device)
+    example: dict = {}
+    rows, wer_rows = ee.evaluate_enhancement(
+        enhancer, utterances, noises=noises, snrs=args.snr, pesq=not args.no_pesq, recogniser=recogniser,
+        wer_condition=condition, beam_size=args.beam, progress=not args.quiet, example=example,
+    )
+    ee.write_enhance_results(rows, wer_rows, example, args.out)
+    print(ee.results_markdown(rows), end="")
+    if wer_rows:
+        print()
+        print(ee.wer_markdown(wer_rows), end="")
+    return 0
+
+
 def _log_to_stderr(command: str) -> None:
     """Warnings of the library (``avsr.*`` loggers) as ``avsr COMMAND: warning: ...`` lines on stderr."""
     import logging

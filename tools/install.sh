@@ -6,12 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # espeak-ng: the speech engine behind the SynthGRID corpus (libespeak-ng).
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# gcc + Python headers: the pesq package (PESQ of avsr evaluate-enhance) ships as source and is compiled.
+PACKAGES=""
+command -v espeak-ng >/dev/null 2>&1 || PACKAGES="espeak-ng"
+command -v gcc >/dev/null 2>&1 || PACKAGES="$PACKAGES gcc python3-dev"
+if [ -n "$PACKAGES" ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -q espeak-ng >/dev/null 2>&1 \
-        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q espeak-ng >/dev/null; }
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -q $PACKAGES >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q $PACKAGES >/dev/null; }
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -425,7 +425,8 @@ class InterferenceMixer(RankSeeded):
 
     Example:
         >>> from avsr.audio.noise import NoiseBank
-        >>> mixer = InterferenceMixer(NoiseBank("train", kinds=("white",), seconds=1.0, variants=1), [], seed=0)
+        >>> bank = NoiseBank("train", kinds=("white",), seconds=1.0, variants=1)
+        >>> mixer = InterferenceMixer(bank, [], talker_prob=0.0, seed=0)
         >>> y, kind, snr = mixer(np.sin(np.arange(8000) / 5.0).astype(np.float32), "s1")
         >>> y.shape, kind in ("white", None), -10 <= snr <= 10 or snr == math.inf
         ((8000,), True, True)

@@ -6,7 +6,7 @@ speaker's 25 fps mouth crops) into an estimate of the clean speech:
 1. the waveform is scaled to unit RMS (the model is gain invariant; the
    output gets the input's gain back) and analysed with a 512-point STFT,
    hop 160 (100 frames a second, 257 bins);
-2. audio features: power-law compressed magnitudes (``|X| ** compress``)
+2. audio features: power-law compressed magnitudes (``max(|X|, 1e-4) ** compress``)
    -> linear -> ``d_model``;
 3. video features: the recogniser's :class:`VideoFrontend` (same
    architecture, so its lip features can be copied from a recognition
@@ -17,7 +17,10 @@ speaker's 25 fps mouth crops) into an estimate of the clean speech:
    learned *no-video* embedding instead: that is the audio-only mode, and
    training drops the video of ``video_drop_prob`` of the utterances so one
    network serves both;
-4. fusion by addition, LayerNorm, a bidirectional GRU stack;
+4. fusion by addition, LayerNorm, a conformer at the STFT rate (the
+   recogniser's :class:`avsr.models.encoder.Conformer`: rotary
+   self-attention, so no absolute positions, and batched operations that
+   train fast on a CPU, where a recurrent layer runs step by step);
 5. a bounded complex ratio mask ``M = z · max_mask·tanh(|z|/max_mask)/|z|``
    (``|M| < max_mask``), applied to the noisy STFT, inverse STFT.
 
@@ -47,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from avsr.errors import InputError
+from avsr.models.encoder import Conformer
 from avsr.models.frontends import VideoFrontend
 
 __all__ = [
@@ -58,6 +62,9 @@ __all__ = [
 ENHANCER_KIND = "enhancer"
 #: STFT frames per video frame at the default rates (16 kHz, hop 160, 25 fps).
 VIDEO_STEPS = 4
+#: Floor of the input magnitudes (the waveform has unit RMS): bins 80 dB down all look alike,
+#: so the features do not hang on rounding in near-empty bins.
+FLOOR = 1e-4
 
 
 @dataclass
@@ -69,8 +76,12 @@ class EnhancerConfig:
         hop: STFT hop in samples (160: 100 fps; must divide 640, a video frame).
         win_length: analysis window (Hann) length.
         compress: exponent of the magnitude compression of the input features.
-        d_model: width of the fused features and of the GRU output.
-        rnn_layers: bidirectional GRU layers.
+        d_model: width of the fused features and of the conformer.
+        encoder_layers: conformer blocks.
+        encoder_heads: attention heads.
+        encoder_ff: feed-forward dimension.
+        conv_kernel: depthwise convolution kernel (STFT frames).
+        attention_window: self-attention reach in STFT frames to either side (0: the whole input).
         video_dim: output width of the video frontend (128: the ``tiny`` recogniser's).
         video_width: stem/first-stage width of the video ResNet.
         video_layers: ResNet blocks per stage.
@@ -81,7 +92,7 @@ class EnhancerConfig:
         freeze_video: keep the video frontend fixed (eval mode, no gradients),
             e.g. when it was copied from a trained recogniser.
         max_mask: bound of the mask magnitude.
-        dropout: dropout between the GRU layers and on the fused features.
+        dropout: dropout in the conformer and on the fused features.
     """
 
     n_fft: int = 512
@@ -89,7 +100,11 @@ class EnhancerConfig:
     win_length: int = 512
     compress: float = 0.3
     d_model: int = 256
-    rnn_layers: int = 2
+    encoder_layers: int = 4
+    encoder_heads: int = 4
+    encoder_ff: int = 1024
+    conv_kernel: int = 15
+    attention_window: int = 0
     video_dim: int = 128
     video_width: int = 16
     video_layers: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
@@ -135,17 +150,26 @@ def _valid(lengths: Tensor, steps: int) -> Tensor:
     return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
-def si_sdr_loss(estimate: Tensor, reference: Tensor, lengths: Tensor, eps: float = 1e-8) -> tuple[Tensor, Tensor]:
-    """Negative scale-invariant SDR, over each utterance's valid samples.
+def si_sdr_loss(
+    estimate: Tensor, reference: Tensor, lengths: Tensor, max_db: float | None = 30.0, eps: float = 1e-8
+) -> tuple[Tensor, Tensor]:
+    """Negative scale-invariant SDR, over each utterance's valid samples, softly capped at ``max_db``.
+
+    The loss uses the thresholded ratio ``|s|² / (|e - s|² + τ |s|²)`` with
+    ``τ = 10^(-max_db / 10)`` (Wisdom et al., 2020), which tends to
+    ``max_db`` for a near-perfect estimate: a clean input, whose plain SI-SDR
+    can reach 80 dB, then does not outweigh the noisy ones in the batch.
 
     Args:
         estimate: (B, N) enhanced waveforms.
         reference: (B, N) clean waveforms.
         lengths: (B,) valid samples.
+        max_db: the soft cap of the loss (``None``: plain SI-SDR).
         eps: stabiliser.
 
     Returns:
-        ``(loss, si_sdr)``: the mean of ``-SI-SDR`` (scalar) and the per-utterance SI-SDR in dB (B,).
+        ``(loss, si_sdr)``: the mean of the negative capped SI-SDR (scalar)
+        and the plain per-utterance SI-SDR in dB (B,), detached.
     """
     valid = _valid(lengths, estimate.size(1)).to(estimate.dtype)
     n = lengths.clamp(min=1).to(estimate.dtype).unsqueeze(1)
@@ -154,8 +178,12 @@ def si_sdr_loss(estimate: Tensor, reference: Tensor, lengths: Tensor, eps: float
     alpha = (est * ref).sum(1, keepdim=True) / (ref.pow(2).sum(1, keepdim=True) + eps)
     target = alpha * ref
     noise = est - target
-    ratio = 10 * torch.log10((target.pow(2).sum(1) + eps) / (noise.pow(2).sum(1) + eps))
-    return -ratio.mean(), ratio.detach()
+    t_pow, n_pow = target.pow(2).sum(1), noise.pow(2).sum(1)
+    ratio = 10 * torch.log10((t_pow + eps) / (n_pow + eps))
+    if max_db is None:
+        return -ratio.mean(), ratio.detach()
+    capped = 10 * torch.log10((t_pow + eps) / (n_pow + 10 ** (-max_db / 10) * t_pow + eps))
+    return -capped.mean(), ratio.detach()
 
 
 class EnhancerModel(nn.Module):
@@ -192,9 +220,9 @@ class EnhancerModel(nn.Module):
         self.no_video = nn.Parameter(torch.zeros(c.d_model))
         self.norm = nn.LayerNorm(c.d_model)
         self.dropout = nn.Dropout(c.dropout)
-        self.rnn = nn.GRU(c.d_model, c.d_model // 2, num_layers=c.rnn_layers, batch_first=True,
-                          bidirectional=True, dropout=c.dropout if c.rnn_layers > 1 else 0.0)
-        self.mask = nn.Linear(2 * (c.d_model // 2), 2 * self.bins)
+        self.encoder = Conformer(c.d_model, c.encoder_layers, c.encoder_heads, c.encoder_ff, c.conv_kernel,
+                                 c.dropout, attention_window=c.attention_window)
+        self.mask = nn.Linear(c.d_model, 2 * self.bins)
         with torch.no_grad():  # start at the identity mask M = 1
             self.mask.weight.mul_(0.01)
             self.mask.bias.zero_()
@@ -305,7 +333,7 @@ class EnhancerModel(nn.Module):
         spec = self.stft(x / scale)
         steps = spec.size(1)
         frames = (audio_lengths // self.cfg.hop + 1).clamp(max=steps)
-        h = self.audio_in(spec.abs().clamp(min=1e-8).pow(self.cfg.compress))
+        h = self.audio_in(spec.abs().clamp(min=FLOOR).pow(self.cfg.compress))
         if video is not None:
             if video.dim() != 4 or video.size(0) != b:
                 raise InputError(None, f"video must be (batch, frames, H, W) with batch {b}, got {tuple(video.shape)}")
@@ -314,9 +342,7 @@ class EnhancerModel(nn.Module):
         else:
             h = h + self.no_video.to(h.dtype)
         h = self.dropout(self.norm(h))
-        packed = nn.utils.rnn.pack_padded_sequence(h, frames.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = self.rnn(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=steps)
+        out, _ = self.encoder(h, frames)
         enhanced = self.istft(self.apply_mask(spec, self.mask(self.dropout(out))), n) * scale
         return enhanced * valid
 
@@ -361,8 +387,11 @@ def build_enhancer(config: dict[str, Any] | EnhancerConfig) -> EnhancerModel:
 
 
 TINY_ENHANCER: dict[str, Any] = {
-    "d_model": 192,
-    "rnn_layers": 2,
+    "d_model": 128,
+    "encoder_layers": 3,
+    "encoder_heads": 4,
+    "encoder_ff": 256,
+    "conv_kernel": 15,
     "video_dim": 128,
     "video_width": 16,
     "video_layers": [1, 1, 1, 1],
@@ -371,8 +400,11 @@ TINY_ENHANCER: dict[str, Any] = {
 """Overrides of the ``tiny`` preset (CPU): the video frontend is the ``tiny`` recogniser's."""
 
 BASE_ENHANCER: dict[str, Any] = {
-    "d_model": 512,
-    "rnn_layers": 3,
+    "d_model": 256,
+    "encoder_layers": 8,
+    "encoder_heads": 4,
+    "encoder_ff": 1024,
+    "conv_kernel": 31,
     "video_dim": 512,
     "video_width": 64,
     "video_layers": [2, 2, 2, 2],
@@ -382,10 +414,10 @@ BASE_ENHANCER: dict[str, Any] = {
 
 
 def enhancer_tiny(**overrides: Any) -> EnhancerModel:
-    """CPU-sized enhancer: width 192, two bidirectional GRU layers, the tiny recogniser's video frontend."""
+    """CPU-sized enhancer: width 128, three conformer blocks, the tiny recogniser's video frontend."""
     return build_enhancer({**TINY_ENHANCER, **overrides})
 
 
 def enhancer_base(**overrides: Any) -> EnhancerModel:
-    """GPU-sized enhancer: width 512, three bidirectional GRU layers, ResNet-18 video frontend."""
+    """GPU-sized enhancer: width 256, eight conformer blocks, ResNet-18 video frontend."""
     return build_enhancer({**BASE_ENHANCER, **overrides})

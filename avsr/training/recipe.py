@@ -332,7 +332,11 @@ def init_video_from_recogniser(model: EnhancerModel, path: str | os.PathLike) ->
 
 def _interference(hparams: dict[str, Any], key: str, talkers: Sequence[Any], seed: int,
                   sources: dict[str, Any]) -> InterferenceMixer | None:
-    """The mixer of ``key`` (``train_noise`` / ``valid_noise``): noise of the spec (train sources) and talkers."""
+    """The mixer of ``key`` (``train_noise`` / ``valid_noise``): noise of the spec (train sources) and talkers.
+
+    Validation mixes every utterance (``valid_clean_prob``, default 0): the
+    mean SI-SDR improvement that selects checkpoints is about mixtures.
+    """
     spec = hparams.get(key)
     if not spec:
         return None
@@ -343,7 +347,8 @@ def _interference(hparams: dict[str, Any], key: str, talkers: Sequence[Any], see
         )
     return InterferenceMixer(
         sources[str(spec)], talkers, hparams.get("snr_range", (-10.0, 10.0)),
-        clean_prob=float(hparams.get("clean_prob", 0.1)), talker_prob=float(hparams.get("talker_prob", 0.4)),
+        clean_prob=float(hparams.get("clean_prob", 0.1) if key == "train_noise" else hparams.get("valid_clean_prob", 0.0)),
+        talker_prob=float(hparams.get("talker_prob", 0.4)),
         seed=seed, kinds=hparams.get("noise_kinds") or None,
     )
 

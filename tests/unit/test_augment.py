@@ -336,3 +336,84 @@ def test_joiner_state_round_trips_through_its_checkpoint_hooks(tmp_path: Path) -
     other = UtteranceJoiner(0.5, seed=99)
     other._load(tmp_path / "join.ckpt")
     assert [other.groups(10) for _ in range(5)] == expected
+
+
+# ------------------------------------------------------------------ InterferenceMixer (enhancement)
+
+
+@pytest.fixture(scope="module")
+def talkers(tmp_path_factory) -> list:
+    from avsr.data.manifest import Utterance
+
+    folder = tmp_path_factory.mktemp("talkers")
+    out = []
+    for i, spk in enumerate(("a", "a", "b", "c")):
+        path = folder / f"t{i}.flac"
+        sf.write(path, speech(9000, seed=10 + i) * (i + 1), SR)
+        out.append(Utterance(f"t{i}", "x", 0.5, str(path), None, None, {"speaker": spk}))
+    return out
+
+
+def _interference_draws(mixer, n: int = 6) -> list:
+    return [(kind, round(snr, 6)) for kind, snr in (mixer(speech(), "a")[1:] for _ in range(n))]
+
+
+def test_interference_mixer_draws_talkers_of_other_speakers(talkers: list) -> None:
+    from avsr.data.augment import TALKER, InterferenceMixer
+
+    mixer = InterferenceMixer(None, talkers, (-5, 5), clean_prob=0.0, talker_prob=1.0, seed=0)
+    x = speech()
+    for _ in range(20):
+        y, kind, snr = mixer(x, "a")
+        assert kind == TALKER and -5 <= snr <= 5
+        # the target is untouched: what was added is the talker, at the drawn SNR over the target's speech
+        assert measure_snr(x, y - x) == pytest.approx(snr, abs=1e-3)
+    rng = np.random.default_rng(0)
+    others = {mixer.talker(1000, "a", rng).tobytes() for _ in range(30)}
+    own = {(sf.read(u.audio, dtype="float32")[0][:1000]).tobytes() for u in talkers if u.extra["speaker"] == "a"}
+    assert not others & own
+
+
+def test_interference_mixer_noise_and_clean(bank: NoiseBank, talkers: list) -> None:
+    from avsr.data.augment import InterferenceMixer
+
+    clean = InterferenceMixer(bank, [], clean_prob=1.0, talker_prob=0.0, seed=0)
+    x = speech()
+    y, kind, snr = clean(x, "a")
+    assert kind is None and snr == math.inf and np.array_equal(y, x)
+    noisy = InterferenceMixer(bank, talkers, (0, 0), clean_prob=0.0, talker_prob=0.0, seed=0, kinds=["white"])
+    batch = torch.zeros(2, 12000)
+    batch[0] = torch.from_numpy(x)
+    batch[1, :8000] = torch.from_numpy(x[:8000])
+    out, kinds = noisy.mix_batch(batch, torch.tensor([12000, 8000]), ["a", "b"])
+    assert kinds == ["white", "white"] and out[1, 8000:].abs().max() == 0
+    assert measure_snr(x, (out[0] - batch[0]).numpy()) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_interference_mixer_state_round_trips(bank: NoiseBank, talkers: list, tmp_path: Path) -> None:
+    from avsr.data.augment import InterferenceMixer
+
+    def make(seed: int) -> InterferenceMixer:
+        return InterferenceMixer(bank, talkers, seed=seed)
+
+    mixer = make(3)
+    _interference_draws(mixer, 4)
+    ckpt = AtomicCheckpointer(tmp_path / "save", {"train_noise": mixer})
+    ckpt.save_checkpoint()
+    expected = _interference_draws(mixer)
+    resumed = make(3)
+    AtomicCheckpointer(tmp_path / "save", {"train_noise": resumed}).recover_if_possible()
+    assert _interference_draws(resumed) == expected != _interference_draws(make(3))
+
+
+def test_interference_mixer_rejects_bad_settings(bank: NoiseBank, talkers: list) -> None:
+    from avsr.data.augment import InterferenceMixer
+
+    with pytest.raises(InputError, match="at least two speakers"):
+        InterferenceMixer(bank, talkers[:2], talker_prob=0.5)
+    with pytest.raises(InputError, match="sum of at most 1"):
+        InterferenceMixer(bank, talkers, clean_prob=0.7, talker_prob=0.5)
+    with pytest.raises(InputError, match="SNR range"):
+        InterferenceMixer(bank, talkers, snr_range=(5, -5))
+    with pytest.raises(InputError, match="no noise source"):
+        InterferenceMixer(None, talkers, clean_prob=0.1, talker_prob=0.4)
