@@ -7,7 +7,7 @@ it seconds long on one CPU thread:
 
 * ``tiny.yaml`` for an epoch: the bundle loads with ``load_enhancer``, its
   lip frontend is the shipped recogniser's, unchanged (copied and frozen);
-* ``base.yaml`` for two ``--debug`` batches;
+* ``base.yaml`` for two ``--debug`` batches (marked slow);
 * bad input: one ``train.py: error:`` line, exit 1, no bundle.
 
 Resuming after a kill needs no test of its own here: the only state the
@@ -69,6 +69,7 @@ def test_tiny_recipe_trains_with_the_recognisers_lips(data: Path, tmp_path: Path
     assert r.stderr.strip() == ""
 
 
+@pytest.mark.slow
 def test_base_recipe_runs_two_debug_batches(data: Path, tmp_path: Path) -> None:
     r = train("base.yaml", data, tmp_path / "base", "--num_workers", "0", "--debug", "--debug_batches", "2",
               "--debug_epochs", "1", batch_seconds=3)
