@@ -12,6 +12,11 @@ is :data:`MOUTH_FRACTION` of the crop side. Since the alignment normalises
 face size from the eyes and nose, a given face keeps one scale in the crop
 whatever its distance to the camera, and the mouth may open, close or widen
 inside the crop.
+
+That is the default ``avsr`` crop preset; :class:`MouthCropper` takes any
+preset of :mod:`avsr.vision.presets` (e.g. ``auto_avsr``, Auto-AVSR's
+mean-face crop), which supplies the matrices, the smoothing window and the
+pixel settings, while the buffering, gap filling and resampling stay here.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ copied into it), not by the code under test:
 * the smoothing window: a one-frame rotation moves only frames within 6 of it,
   a jump of the face does not lag;
 * a real face (Grace Hopper's portrait as a video, through mediapipe): the
-  mesh's lip centre lands within half a pixel of 48, its mouth corners within
+  mesh's lip centre lands within a pixel of 48, its mouth corners within
   3 px of the mean face's (relative to the lip centre), its eye corners within
   8 px, and a rotated, scaled copy of the video gives the same crops.
 """
@@ -36,7 +36,7 @@ from avsr import cli
 from avsr.errors import InputError
 from avsr.vision import PRESETS, extract_mouths, extract_mouths_from_file, get_preset, load_mouths, save_mouths
 from avsr.vision.align import apply_transform
-from avsr.vision.mouth import MouthCropper
+from avsr.vision.mouth import CropResult, MouthCropper
 from avsr.vision.presets import MEAN_FACE, MESH_TO_68
 from vision_fixtures import load_extract_lips
 
@@ -95,8 +95,9 @@ def mesh_on_mean_face(to_frame: np.ndarray) -> np.ndarray:
     return mesh
 
 
-def crop(frames: list[np.ndarray], landmarks: list[np.ndarray], **kw) -> object:
-    cropper = MouthCropper(preset="auto_avsr", **kw)
+def crop(frames: list[np.ndarray], landmarks: list[np.ndarray]) -> CropResult:
+    """``auto_avsr`` crops of frames with given landmarks (no face detection)."""
+    cropper = MouthCropper(preset="auto_avsr")
     for frame, points in zip(frames, landmarks):
         cropper.push(frame, points)
     return cropper.finish()
@@ -125,8 +126,10 @@ def test_auto_avsr_crop_position_and_scale_match_their_parameters() -> None:
     np.testing.assert_allclose(centre, np.broadcast_to(CENTRE_IN_CROP, centre.shape), atol=1e-3)
     # scale: the mean face's own distances, in crop pixels; upright
     corners = apply_transform(m[0], mesh[MESH_TO_68[[48, 54, 36, 45]]])
-    assert np.linalg.norm(corners[1] - corners[0]) == pytest.approx(np.linalg.norm(published(54) - published(48)), abs=1e-3)
-    assert np.linalg.norm(corners[3] - corners[2]) == pytest.approx(np.linalg.norm(published(45) - published(36)), abs=1e-3)
+    mouth_width = np.linalg.norm(published(54) - published(48))  # 45.0 px
+    eye_width = np.linalg.norm(published(45) - published(36))  # 74.2 px
+    assert np.linalg.norm(corners[1] - corners[0]) == pytest.approx(mouth_width, abs=1e-3)
+    assert np.linalg.norm(corners[3] - corners[2]) == pytest.approx(eye_width, abs=1e-3)
     assert np.sqrt(abs(np.linalg.det(m[0, :, :2]))) == pytest.approx(1 / 1.8, rel=1e-5)
     np.testing.assert_allclose(corners[0], published(48) - CROP_ORIGIN, atol=1e-3)
     # the pixels follow: the dot drawn at the lip centre is seen there
@@ -164,7 +167,10 @@ def test_auto_avsr_smooths_rotation_over_13_frames_but_follows_position() -> Non
     turn = cv2.getRotationMatrix2D(tuple(pivot), -13.0, 1.0)  # OpenCV: positive = counter-clockwise
     marks[spike] = apply_transform(turn, marks[spike])
     turned = crop([frame] * n, marks).transforms.astype(np.float64)
-    angle = np.degrees(np.arctan2(turned[:, 1, 0], turned[:, 0, 0])) - np.degrees(np.arctan2(base[:, 1, 0], base[:, 0, 0]))
+    def angles(m: np.ndarray) -> np.ndarray:
+        return np.degrees(np.arctan2(m[:, 1, 0], m[:, 0, 0]))
+
+    angle = angles(turned) - angles(base)
     near = np.abs(np.arange(n) - spike) <= 6
     assert np.abs(angle[~near]).max() < 1e-6
     others = near & (np.arange(n) != spike)
@@ -249,6 +255,9 @@ def test_unknown_preset_is_one_clear_error(tmp_path, capsys) -> None:
     assert cli.main(["lips", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x.npz"), "--preset", "lrs3"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["avsr lips: error: unknown crop preset 'lrs3'; choose from: avsr, auto_avsr"]
+    tool = load_extract_lips()
+    assert tool.main([str(tmp_path), "-o", str(tmp_path / "out"), "--preset", "lrs3"]) == 2
+    assert capsys.readouterr().err.strip() == f"extract_lips: error: {err[0].split(': ', 2)[2]}"
     assert sorted(PRESETS) == ["auto_avsr", "avsr"] and get_preset(None).name == "avsr"
     with pytest.raises(ValueError, match="mouth_fraction"):
         MouthCropper(preset="auto_avsr", mouth_fraction=0.5)
