@@ -244,6 +244,22 @@ def test_auto_avsr_crop_ignores_rotation_and_scale_of_the_input(portrait: np.nda
     assert np.abs(blur(a.mouths) - blur(b.mouths)).mean() < 7.0
 
 
+def test_auto_avsr_streamed_equals_whole_track(portrait: np.ndarray, portrait_track) -> None:
+    frames = np.concatenate([portrait, portrait[::-1], portrait])  # 24 frames: longer than the 13-frame window
+    marks = np.concatenate([portrait_track.landmarks, portrait_track.landmarks[::-1], portrait_track.landmarks])
+    marks[[2, 3, 11, 23]] = np.nan  # gaps, one at the end
+
+    def run(min_flush: int) -> CropResult:
+        cropper = MouthCropper(preset="auto_avsr", min_flush=min_flush)
+        for frame, points in zip(frames, marks):
+            cropper.push(frame, None if np.isnan(points).any() else points)
+        return cropper.finish()
+
+    whole, streamed = run(10_000), run(1)
+    np.testing.assert_allclose(streamed.transforms, whole.transforms, atol=1e-3)
+    assert np.abs(streamed.mouths.astype(int) - whole.mouths).max() <= 1
+
+
 # --------------------------------------------------------------- API surface
 def test_unknown_preset_is_one_clear_error(tmp_path, capsys) -> None:
     with pytest.raises(InputError, match=r"unknown crop preset 'lrs3'; choose from: avsr, auto_avsr"):
