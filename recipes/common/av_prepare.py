@@ -35,7 +35,7 @@ import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Iterable, Mapping, Sequence
@@ -46,7 +46,7 @@ from avsr.data.lrs import Clip, Segment, cut_by_words, read_transcript
 from avsr.errors import AVSRError, InputError
 from avsr.utils import atomic_path, save_csv_atomic
 
-__all__ = ["MANIFEST_COLUMNS", "PrepareSummary", "load_extract_lips", "prepare_corpus", "read_failures"]
+__all__ = ["MANIFEST_COLUMNS", "PrepareSummary", "load_extract_lips", "cut_clip", "prepare_corpus"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_RATE = 16000
@@ -281,27 +281,16 @@ def _prune_empty(folder: Path) -> None:
             pass
 
 
-def read_failures(path: str | os.PathLike) -> list[dict]:
-    """Rows of a ``failures.csv`` (empty when there is none)."""
-    import csv
-
-    p = Path(path)
-    if not p.is_file():
-        return []
-    with open(p, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def _train_tokenizer(out: Path, texts: list[str], vocab_size: int) -> tuple[Path, bool]:
     """Train (or reuse, when the texts and size are unchanged) the unigram tokenizer."""
-    from avsr.tokenizer import SentencePieceTokenizer
-    from avsr.training.recipe import save_tokenizer
-
     path = out / "tokenizer.json"
     digest_file = out / ".records" / "tokenizer.digest"
     digest = hashlib.blake2b(f"unigram\x1f{vocab_size}\x1f".encode() + "\n".join(texts).encode(), digest_size=16).hexdigest()
     if path.is_file() and digest_file.is_file() and digest_file.read_text().strip() == digest:
         return path, False
+    from avsr.tokenizer import SentencePieceTokenizer
+    from avsr.training.recipe import save_tokenizer  # imports torch and SpeechBrain: only when training
+
     tokenizer = SentencePieceTokenizer.train(texts, vocab_size=vocab_size, model_type="unigram")
     save_tokenizer(path, tokenizer)
     with atomic_path(digest_file) as tmp:
@@ -420,11 +409,3 @@ def prepare_corpus(
     if summary.failures:
         log(f"{len(summary.failures)} failures listed in {failures_csv}")
     return summary
-
-
-def summary_dict(summary: PrepareSummary) -> dict:
-    """The summary as plain JSON-able values."""
-    d = asdict(summary)
-    d["manifests"] = {k: os.fspath(v) for k, v in summary.manifests.items()}
-    d["tokenizer"] = None if summary.tokenizer is None else os.fspath(summary.tokenizer)
-    return d
