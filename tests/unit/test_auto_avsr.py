@@ -24,7 +24,7 @@ from avsr.tokenizer import SentencePieceTokenizer
 
 espnet = pytest.importorskip("espnet", reason="the reference needs the 'compat' extra (pip install --no-deps espnet)")
 
-from tests.auto_avsr_reference import (  # noqa: E402
+from auto_avsr_reference import (  # noqa: E402
     RefAutoAVSR,
     published_state_dict,
     randomize,
