@@ -40,20 +40,24 @@ def _command(name: str, help: str) -> Callable[[AddArgs], Callable[[Run], Run]]:
 # ---------------------------------------------------------------------------
 def _lips_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="input video (mp4, mkv, avi, webm, mov, ...)")
-    p.add_argument("-o", "--output", required=True, help="output .npz (arrays: mouths, found, fps)")
+    p.add_argument("-o", "--output", required=True, help="output .npz (arrays: mouths, found, fps, preset)")
     p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
     p.add_argument("--size", type=int, default=96, help="crop size in pixels (default 96)")
+    p.add_argument("--preset", default="avsr", metavar="NAME",
+                   help="crop geometry: avsr (this project's models, default) or auto_avsr "
+                        "(Auto-AVSR's mouth crop, for their LRS3 models)")
     p.add_argument("--preview", metavar="PNG", help="also save a contact sheet of the crops (red border: no face)")
 
 
 @_command("lips", "extract aligned grayscale mouth crops from a video")(_lips_args)
 def _lips_run(args: argparse.Namespace) -> int:
-    from avsr.vision import check_output, extract_mouths_from_file, save_mouths, save_preview
+    from avsr.vision import check_output, extract_mouths_from_file, get_preset, save_mouths, save_preview
 
+    get_preset(args.preset)  # an unknown name fails before any work
     for out in (args.output, args.preview):  # bad output paths fail before the video is processed
         if out:
             check_output(out)
-    result = extract_mouths_from_file(args.video, fps=args.fps, size=args.size)
+    result = extract_mouths_from_file(args.video, fps=args.fps, size=args.size, preset=args.preset)
     save_mouths(args.output, result)
     if args.preview:
         save_preview(args.preview, result)
