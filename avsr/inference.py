@@ -636,27 +636,13 @@ def _fit_track(track: "MouthTrack", n: int) -> tuple[np.ndarray, np.ndarray]:
 _Detector = Callable[[], "LandmarkDetector"]
 
 
-def _crop_kwargs(preset: str | None, function: Callable) -> dict:
+def _crop_kwargs(preset: str | None) -> dict:
     """``{"preset": preset}`` for a lip-frontend call, ``{}`` for the default crop.
 
     A model converted from another toolkit names the crop its weights were
-    trained on (e.g. ``"auto_avsr"``); where this ``avsr.vision`` has no
-    presets yet the default crop is used and a warning says so.
+    trained on (e.g. ``"auto_avsr"``, :mod:`avsr.vision.presets`).
     """
-    if preset is None:
-        return {}
-    import inspect
-
-    if "preset" in inspect.signature(function).parameters:
-        return {"preset": preset}
-    if preset not in _WARNED_PRESETS:
-        _WARNED_PRESETS.add(preset)
-        logger.warning("the model asks for the %r mouth crop, which this avsr.vision lacks: "
-                       "using the default crop", preset)
-    return {}
-
-
-_WARNED_PRESETS: set[str] = set()
+    return {} if preset is None else {"preset": preset}
 
 
 class _FileMedia:
@@ -720,7 +706,7 @@ class _FileMedia:
         try:
             track = extract_mouths_from_file(self.name, fps=FRAME_RATE, start=k0 / FRAME_RATE or None,
                                              end=k1 / FRAME_RATE, detector=self._detector(),
-                                             **_crop_kwargs(self.crop_preset, extract_mouths_from_file))
+                                             **_crop_kwargs(self.crop_preset))
         except NoFaceError:
             return None
         return _fit_track(track, k1 - k0)
@@ -769,7 +755,7 @@ class _ClipMedia:
             c = self.clip
             try:
                 t = extract_mouths(c.frames, c.timestamps, fps=FRAME_RATE, detector=self._detector(),
-                                   **_crop_kwargs(self.crop_preset, extract_mouths))
+                                   **_crop_kwargs(self.crop_preset))
                 self._track = (t.mouths, t.found, float(c.timestamps[0]) if c.timestamps is not None else 0.0)
             except NoFaceError:
                 self._track = None
@@ -992,6 +978,10 @@ class Transcriber:
             if self.device.type != "cpu":
                 raise InputError(None, "int8 quantisation (--quantize) runs on the CPU only: use --device cpu")
             self.model = quantize_linear(self.model)
+        if crop_preset is not None:
+            from avsr.vision import get_preset
+
+            get_preset(crop_preset)  # an unknown name fails here, before any work
         self.crop_preset = crop_preset
         self.tokenizer = tokenizer
         self.lm = lm.to(self.device).eval() if lm is not None else None

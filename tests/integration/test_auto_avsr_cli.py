@@ -49,7 +49,17 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "root": root}
 
 
-def test_transcribe_raw_checkpoint_writes_srt_and_json(capfd, files):
+def test_transcribe_raw_checkpoint_writes_srt_and_json(capfd, files, monkeypatch):
+    import avsr.vision
+
+    presets = []
+    crop = avsr.vision.extract_mouths_from_file
+
+    def spy(*args, **kwargs):
+        presets.append(kwargs.get("preset"))
+        return crop(*args, **kwargs)
+
+    monkeypatch.setattr(avsr.vision, "extract_mouths_from_file", spy)
     out = files["root"] / "out"
     out.mkdir()
     for fmt in ("json", "srt"):
@@ -63,6 +73,7 @@ def test_transcribe_raw_checkpoint_writes_srt_and_json(capfd, files):
     assert result["segments"] and {s["modality"] for s in result["segments"]} == {"av"}  # lips and audio used
     subs = pysubs2.load(str(out / "talk.srt"))
     assert len(subs) == len([s for s in result["segments"] if s["text"]])
+    assert presets and set(presets) == {"auto_avsr"}  # their crop geometry, from the converted model
 
 
 def test_convert_writes_a_bundle_with_their_decoding_defaults(capfd, files):

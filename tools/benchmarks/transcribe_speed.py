@@ -178,7 +178,8 @@ def auto_avsr_transcriber(modality: str, beam: int) -> Transcriber:
 
 
 @torch.inference_mode()
-def _first_segment_log_probs(model: torch.nn.Module, path: str, result: dict, modality: str) -> torch.Tensor:
+def _first_segment_log_probs(model: torch.nn.Module, path: str, result: dict, modality: str,
+                             preset: str | None = None) -> torch.Tensor:
     """CTC log-probabilities of the first segment of ``result`` (the same input for both models)."""
     from avsr.vision import extract_mouths_from_file
 
@@ -190,7 +191,8 @@ def _first_segment_log_probs(model: torch.nn.Module, path: str, result: dict, mo
         clip = read_av(path, start=start or None, end=end, video=False)
         audio = torch.from_numpy(clip.audio).unsqueeze(0)
     if "video" in reads and modality in ("auto", "av", "video"):
-        track = extract_mouths_from_file(path, fps=FRAME_RATE, start=start or None, end=end)
+        track = extract_mouths_from_file(path, fps=FRAME_RATE, start=start or None, end=end,
+                                         **({"preset": preset} if preset else {}))
         mouths = torch.from_numpy(np.ascontiguousarray(track.mouths)).unsqueeze(0)
     if audio is not None and mouths is not None:  # the same number of 25 fps steps
         steps = min(audio.size(1) // 640, mouths.size(1))
@@ -208,13 +210,13 @@ def quantized_rows(tr: Transcriber, video: str, modality: str, duration: float,
 
     from avsr.inference import quantize_linear
 
-    reference = _first_segment_log_probs(tr.model, video, result, modality)
+    reference = _first_segment_log_probs(tr.model, video, result, modality, tr.crop_preset)
     float_model = copy.deepcopy(tr.model)
     tr.model = quantize_linear(tr.model)
     tr.quantized = True
     tr.transcribe(video, modality)  # warm-up of the quantised kernels
     rows, q_result = measure(tr, video, modality, duration)
-    quantized = _first_segment_log_probs(tr.model, video, result, modality)
+    quantized = _first_segment_log_probs(tr.model, video, result, modality, tr.crop_preset)
     tr.model = float_model
     n = min(len(reference), len(quantized))
     max_diff = float((reference[:n] - quantized[:n]).abs().max())
