@@ -300,3 +300,119 @@ def load_training_checkpoint(
         first = str(e).strip().splitlines()[0]
         raise InputError(path, f"checkpoint does not fit the model/optimizer: {first}") from None
     return ckpt
+
+
+# --------------------------------------------------------------------------- imported checkpoints
+
+
+def read_auto_avsr_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an Auto-AVSR ``.pth`` with the weights-only unpickler (never runs code from the file).
+
+    Args:
+        path: their state dict (or a Lightning ``.ckpt`` of their training).
+
+    Returns:
+        what the file holds (a dict of tensors, or a Lightning checkpoint dict).
+
+    Raises:
+        InputError: missing, unsafe or damaged file.
+    """
+    _check_file(path)
+    try:
+        data = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # the weights-only unpickler refuses code; so do we
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(path, f"not a safe PyTorch checkpoint ({reason[:120]})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "not an Auto-AVSR checkpoint (not a state dict)")
+    return data
+
+
+def units_path_for(tokenizer_path: str | os.PathLike) -> str:
+    """Where Auto-AVSR keeps the units file of a sentencepiece model: ``X.model`` -> ``X_units.txt``."""
+    root, _ = os.path.splitext(os.fspath(tokenizer_path))
+    return root + "_units.txt"
+
+
+def load_auto_avsr(
+    path: str | os.PathLike,
+    tokenizer_path: str | os.PathLike,
+    units_path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple["nn.Module", Tokenizer, dict[str, Any]]:
+    """Convert an Auto-AVSR checkpoint and its vocabulary into a model, tokenizer and bundle notes.
+
+    Args:
+        path: their ``.pth`` (e.g. ``vsr_trlrs3vox2_base.pth``).
+        tokenizer_path: their sentencepiece model (``spm/unigram/unigram5000.model``).
+        units_path: their units file (default: ``unigram5000_units.txt`` beside the model).
+        device: where to put the model.
+
+    Returns:
+        ``(model, tokenizer, extra)``; ``extra`` holds the origin, their
+        decoding defaults and the crop preset (what :func:`save_model` stores).
+
+    Raises:
+        InputError: a missing or bad file, or a checkpoint that does not fit (naming the key).
+    """
+    from avsr.models.compat import auto_avsr
+    from avsr.tokenizer import SentencePieceTokenizer
+
+    _check_file(tokenizer_path)
+    units_path = units_path if units_path is not None else units_path_for(tokenizer_path)
+    if not os.path.isfile(units_path):
+        raise InputError(units_path, "no such file: Auto-AVSR's units file (spm/unigram/unigram5000_units.txt) "
+                                     "must lie beside the sentencepiece model, or be given with --units")
+    try:
+        with open(tokenizer_path, "rb") as f:
+            tokenizer = SentencePieceTokenizer(f.read())
+        with open(units_path, encoding="utf-8") as f:
+            units = auto_avsr.parse_units(f.read())
+    except InputError as e:
+        raise InputError(tokenizer_path if "sentencepiece" in e.problem else units_path, e.problem) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(units_path, f"cannot read ({type(e).__name__})") from None
+    raw = read_auto_avsr_checkpoint(path)
+    try:
+        model = auto_avsr.convert(raw, tokenizer, units)
+        modality = auto_avsr.detect_modality(auto_avsr.unwrap(raw))
+    except InputError as e:
+        raise InputError(path, e.problem) from None
+    return model.to(device).eval(), tokenizer, auto_avsr.bundle_extra(modality)
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a safetensors file (an avsr bundle, or a damaged one), by its extension."""
+    return os.fspath(path).lower().endswith(".safetensors")
+
+
+def load_recognizer(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    tokenizer_path: str | os.PathLike | None = None,
+    units_path: str | os.PathLike | None = None,
+) -> tuple["nn.Module", Tokenizer, dict[str, Any]]:
+    """A recognition model from a bundle, or from an Auto-AVSR ``.pth`` (converted on the fly).
+
+    Args:
+        path: a ``.safetensors`` bundle or an Auto-AVSR checkpoint.
+        device: where to put the model.
+        tokenizer_path: the sentencepiece model (needed for a ``.pth``).
+        units_path: the units file of a ``.pth`` (default: beside the sentencepiece model).
+
+    Returns:
+        ``(model, tokenizer, extra)``; ``extra`` is the bundle's notes
+        (``decoding`` defaults, ``crop_preset``... when it has them).
+
+    Raises:
+        InputError: a bad file, or a ``.pth`` without ``tokenizer_path``.
+    """
+    if is_bundle(path):
+        if tokenizer_path is not None:
+            raise InputError(path, "is a model bundle: it carries its tokenizer (drop --tokenizer)")
+        model, tokenizer = load_model(path, device=device)
+        return model, tokenizer, read_bundle_metadata(path)["extra"]
+    if tokenizer_path is None:
+        raise InputError(path, "not a .safetensors bundle: an Auto-AVSR checkpoint needs its sentencepiece "
+                               "model (--tokenizer unigram5000.model)")
+    return load_auto_avsr(path, tokenizer_path, units_path, device)
