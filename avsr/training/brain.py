@@ -34,7 +34,7 @@ from torch import nn
 from avsr.data.augment import NoiseMixer, UtteranceJoiner, rank_file
 from avsr.data.dataset import Batch, batch_tensors
 
-__all__ = ["RandomStates", "RecipeBrain", "unwrap", "trace_file", "modality_inputs"]
+__all__ = ["RandomStates", "RunningMean", "RecipeBrain", "unwrap", "trace_file", "modality_inputs"]
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -77,6 +77,46 @@ class RandomStates:
             torch.cuda.set_rng_state(state["cuda"])
 
 
+@register_checkpoint_hooks
+class RunningMean:
+    """A mean over the batches of an epoch that an intra-epoch resume continues (a checkpoint recoverable).
+
+    Example:
+        >>> m = RunningMean()
+        >>> m.add(1.0); m.add(0.0)
+        >>> m.value
+        0.5
+    """
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        """Count one batch's value."""
+        self.total += float(value)
+        self.count += 1
+
+    @property
+    def value(self) -> float:
+        """The mean so far (0 before the first value)."""
+        return self.total / self.count if self.count else 0.0
+
+    def reset(self) -> None:
+        """Start a new epoch."""
+        self.total, self.count = 0.0, 0
+
+    @mark_as_saver
+    def _save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps({"total": self.total, "count": self.count}), encoding="utf-8")
+
+    @mark_as_loader
+    def _load(self, path: str | os.PathLike, end_of_epoch: bool = False) -> None:
+        del end_of_epoch
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+        self.total, self.count = float(state["total"]), int(state["count"])
+
+
 def modality_inputs(b: Batch, modality: str) -> tuple[Any, Any, Any, Any]:
     """The model inputs of one modality of a batch.
 
@@ -112,7 +152,8 @@ class RecipeBrain(sb.Brain):
     ``train_logger`` / ``tensorboard_logger`` (optional), ``keep_best``
     (checkpoints kept for averaging), ``trace_folder`` (optional, for tests
     and debugging: each rank appends one JSON line per training batch,
-    ``{"epoch", "step", "optimizer_step", "ids"}``, to
+    ``{"epoch", "step", "optimizer_step", "ids", "loss"}`` and
+    :meth:`trace_stats`, to
     ``<trace_folder>/batches.rank<N>.jsonl``).
     """
 
@@ -202,9 +243,18 @@ class RecipeBrain(sb.Brain):
         trace = getattr(self.hparams, "trace_folder", None)
         if trace:
             record = {"epoch": int(self.hparams.epoch_counter.current), "step": self.step,
-                      "optimizer_step": self.optimizer_step, "ids": list(batch.id)}
+                      "optimizer_step": self.optimizer_step, "ids": list(batch.id),
+                      "loss": round(float(loss), 5), **self.trace_stats(outputs)}
             with open(trace_file(trace, "batches", ".jsonl"), "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def trace_stats(self, outputs: Any) -> dict[str, float]:
+        """More numbers of a training batch for its ``trace_folder`` line (none here).
+
+        Args:
+            outputs: what ``compute_forward`` returned for the batch.
+        """
+        return {}
 
     def on_stage_start(self, stage: sb.Stage, epoch: int | None = None) -> None:
         """Re-seed the validation noise, so every validation hears the same noise."""

@@ -29,7 +29,7 @@ import torch
 
 from avsr.data.dataset import Batch
 from avsr.evaluation import MODALITIES
-from avsr.training.brain import RecipeBrain, modality_inputs
+from avsr.training.brain import RecipeBrain, RunningMean, modality_inputs
 
 __all__ = ["PretrainBrain"]
 
@@ -48,6 +48,14 @@ class PretrainBrain(RecipeBrain):
     """
 
     selection_key = "loss"
+
+    def on_fit_start(self) -> None:
+        """Register the running training accuracy (so an intra-epoch resume logs the epoch's), then recover."""
+        if not hasattr(self, "_train_acc"):
+            self._train_acc = RunningMean()
+        if self.checkpointer is not None and "train_acc" not in self.checkpointer.recoverables:
+            self.checkpointer.add_recoverable("train_acc", self._train_acc, optional_load=True)
+        super().on_fit_start()
 
     def compute_forward(self, batch: Any, stage: sb.Stage) -> tuple[dict[str, dict], Batch]:
         """Noise, then the masked-prediction loss (validation: once per modality, fixed masks)."""
@@ -74,18 +82,21 @@ class PretrainBrain(RecipeBrain):
         outs, _ = predictions
         if stage == sb.Stage.TRAIN:
             out = outs["train"]
-            self._train_acc.append(float(out["acc"]))
+            self._train_acc.add(float(out["acc"]))
             return out["loss"]
         for modality, out in outs.items():
             self._valid[modality].append((float(out["loss"]), float(out["acc"]), int(out["masked"])))
         return torch.stack([out["loss"] for out in outs.values()]).mean()
 
+    def trace_stats(self, outputs: tuple[dict[str, dict], Batch]) -> dict[str, float]:
+        """The batch's masked-step accuracy and number of masked steps (for the ``trace_folder``)."""
+        out = outputs[0]["train"]
+        return {"acc": round(float(out["acc"]), 5), "masked": int(out["masked"])}
+
     def on_stage_start(self, stage: sb.Stage, epoch: int | None = None) -> None:
         """Reset the statistics; validation re-seeds its noise and its masks."""
         super().on_stage_start(stage, epoch)
-        if stage == sb.Stage.TRAIN:
-            self._train_acc: list[float] = []
-        else:
+        if stage != sb.Stage.TRAIN:
             self._valid: dict[str, list[tuple[float, float, int]]] = {m: [] for m in MODALITIES}
             self._valid_batches = 0
 
@@ -104,7 +115,8 @@ class PretrainBrain(RecipeBrain):
     def on_stage_end(self, stage: sb.Stage, stage_loss: float, epoch: int | None = None) -> None:
         """Log, and at the end of validation keep the best checkpoints by the mean masked loss."""
         if stage == sb.Stage.TRAIN:
-            self.train_stats = {"loss": stage_loss, "acc": round(float(np.mean(self._train_acc)), 4) if self._train_acc else 0.0}
+            self.train_stats = {"loss": stage_loss, "acc": round(self._train_acc.value, 4)}
+            self._train_acc.reset()  # at the end, as SpeechBrain resets its running loss (a resume continues it)
             return
         stats = {"loss": round(float(stage_loss), 4), **self.valid_stats()}
         if stage == sb.Stage.VALID:

@@ -96,14 +96,18 @@ def save_tokenizer(path: str | os.PathLike, tokenizer: Tokenizer) -> None:
         tmp.write_text(json.dumps(tokenizer.to_dict()), encoding="utf-8")
 
 
-def build_recipe_model(hparams: dict[str, Any], tokenizer: Tokenizer) -> AVSRModel:
-    """The model of an hparams file: ``model_preset`` + ``model`` overrides + the tokenizer's vocabulary."""
+def _model_settings(hparams: dict[str, Any]) -> dict[str, Any]:
+    """``AVSRConfig`` settings of an hparams file: the ``model_preset`` with the ``model`` overrides."""
     preset = hparams.get("model_preset", "tiny")
     if preset not in PRESETS:
         raise InputError(None, f"unknown model_preset {preset!r} (choose from {', '.join(PRESETS)})")
-    overrides = dict(hparams.get("model") or {})
+    return {**PRESETS[preset], **dict(hparams.get("model") or {})}
+
+
+def build_recipe_model(hparams: dict[str, Any], tokenizer: Tokenizer) -> AVSRModel:
+    """The model of an hparams file: ``model_preset`` + ``model`` overrides + the tokenizer's vocabulary."""
     try:
-        return build_model({**PRESETS[preset], **overrides, "vocab_size": tokenizer.vocab_size})
+        return build_model({**_model_settings(hparams), "vocab_size": tokenizer.vocab_size})
     except (TypeError, ValueError) as e:
         raise InputError(None, f"bad model settings: {e}") from None
 
@@ -271,6 +275,16 @@ def _manifest(hparams: dict[str, Any], key: str, need_text: bool = True) -> list
                          need_mouths=bool(hparams.get("use_video", True)), need_text=need_text)
 
 
+def _train_utterances(hparams: dict[str, Any], need_text: bool = True) -> list:
+    """The training manifest's utterances, or the fixed ``train_fraction`` of them (``train_subset_seed``)."""
+    utterances = _manifest(hparams, "train_manifest", need_text)
+    fraction = float(hparams.get("train_fraction", 1.0) or 1.0)
+    if fraction != 1.0:
+        utterances = subset_utterances(utterances, fraction, seed=int(hparams.get("train_subset_seed", 0)))
+        logger.info("training on %d utterances (train_fraction %g)", len(utterances), fraction)
+    return utterances
+
+
 def _dataset_kwargs(hparams: dict[str, Any]) -> dict[str, bool]:
     return {"audio": bool(hparams.get("use_audio", True)), "video": bool(hparams.get("use_video", True))}
 
@@ -355,12 +369,7 @@ def run_asr(argv: Sequence[str]) -> Path:
     model = build_recipe_model(hparams, tokenizer)
     if hparams.get("init_from"):  # a resumed run's checkpoint, when there is one, takes precedence
         init_from_bundle(model, hparams["init_from"], tokenizer)
-    utterances = _manifest(hparams, "train_manifest")
-    fraction = float(hparams.get("train_fraction", 1.0) or 1.0)
-    if fraction != 1.0:
-        utterances = subset_utterances(utterances, fraction, seed=int(hparams.get("train_subset_seed", 0)))
-        logger.info("training on %d utterances (train_fraction %g)", len(utterances), fraction)
-    train = make_dataset(utterances, tokenizer, **_dataset_kwargs(hparams))
+    train = make_dataset(_train_utterances(hparams), tokenizer, **_dataset_kwargs(hparams))
     valid = make_dataset(_manifest(hparams, "valid_manifest"), tokenizer, **_dataset_kwargs(hparams))
     hparams["tokenizer"] = tokenizer
     rank = int(os.environ.get("RANK", 0))
@@ -375,11 +384,8 @@ def build_pretrain_recipe_model(hparams: dict[str, Any], n_clusters: int) -> Pre
     The encoder is the one :func:`build_recipe_model` builds from the same
     preset and overrides, so its weights fit the recognition recipe's model.
     """
-    preset = hparams.get("model_preset", "tiny")
-    if preset not in PRESETS:
-        raise InputError(None, f"unknown model_preset {preset!r} (choose from {', '.join(PRESETS)})")
     # vocab_size only sizes the recognition heads, which the pretraining model has not
-    encoder = {**PRESETS[preset], **dict(hparams.get("model") or {}), "vocab_size": 2}
+    encoder = {**_model_settings(hparams), "vocab_size": 2}
     try:
         return build_pretrain_model({"encoder": encoder, "n_clusters": n_clusters,
                                      "proj_dim": int(hparams.get("proj_dim", 256)),
@@ -412,9 +418,9 @@ def run_pretrain(argv: Sequence[str]) -> Path:
         init_encoder_from(model.encoder, hparams["init_from"])
     datasets = []
     for key in ("train_manifest", "valid_manifest"):
+        utterances = _train_utterances(hparams, False) if key == "train_manifest" else _manifest(hparams, key, False)
         try:
-            datasets.append(make_dataset(_manifest(hparams, key, need_text=False), None, targets=targets.targets,
-                                         **_dataset_kwargs(hparams)))
+            datasets.append(make_dataset(utterances, None, targets=targets.targets, **_dataset_kwargs(hparams)))
         except InputError as e:
             raise InputError(hparams[key], f"{e.problem} in {hparams['targets_file']}") from None
     brain = _fit(PretrainBrain, model, hparams, run_opts, *datasets)
