@@ -244,7 +244,7 @@ class RecipeBrain(sb.Brain):
         if trace:
             record = {"epoch": int(self.hparams.epoch_counter.current), "step": self.step,
                       "optimizer_step": self.optimizer_step, "ids": list(batch.id),
-                      "loss": round(float(loss), 5), **self.trace_stats(outputs)}
+                      "loss": round(float(loss.detach()), 5), **self.trace_stats(outputs)}
             with open(trace_file(trace, "batches", ".jsonl"), "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 

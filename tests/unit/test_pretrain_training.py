@@ -175,3 +175,30 @@ def test_validation_masks_are_fixed_and_leave_the_generators_alone(corpus: Path,
     assert brain.evaluate(loader, progressbar=False) == first and brain.last_stats == stats
     assert {"loss_av", "acc_av", "loss_audio", "acc_audio", "loss_video", "acc_video"} <= set(stats)
     assert stats["loss"] == pytest.approx(np.mean([stats[f"loss_{m}"] for m in ("av", "audio", "video")]), abs=0.05)
+
+
+def test_masked_prediction_is_learnable_from_the_context(corpus: Path) -> None:
+    """Six utterances, 60 steps: the masked loss falls below the targets' entropy and accuracy rises."""
+    utts = read_manifest(corpus / "m.csv", need_text=False)
+    targets = make_targets([utts], acoustic_features, 4, pool=4, source="mfcc")
+    ds = make_dataset(utts, None, targets=targets.targets)
+    b = batch_tensors(sb.dataio.batch.PaddedBatch([ds[i] for i in range(6)]))
+    counts = torch.bincount(torch.cat(list(targets.targets.values())), minlength=4).double()
+    prior = float(-(counts / counts.sum() * (counts / counts.sum()).clamp_min(1e-12).log()).sum())
+    torch.manual_seed(0)
+    model = build_pretrain_model({"encoder": {**SMALL, "vocab_size": 2, "audio_drop_prob": 0.0, "video_drop_prob": 0.0,
+                                              "spec_augment": False, "video_augment": False}, "n_clusters": 4})
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(60):
+        out = model(b.audio, b.audio_lengths, b.video, b.video_lengths, b.targets)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        history.append((float(out["loss"].detach()), float(out["acc"])))
+    first, last = np.mean(history[:5], axis=0), np.mean(history[-5:], axis=0)
+    majority = float(counts.max() / counts.sum())
+    # below what the targets' frequencies alone allow (the prior's entropy): the masked steps are
+    # predicted from the unmasked context around them
+    assert last[0] < 0.75 * prior < prior < first[0], (first, last, prior)
+    assert last[1] > max(majority, first[1] + 0.2), (first, last, majority)
