@@ -10,6 +10,12 @@ is the same kind of file, written by :func:`save_model`; its config has
 ``"kind": "token_lm"`` and its tokenizer must be the recogniser's
 (:func:`load_lm` checks).
 
+A **pretrained encoder bundle** (:class:`avsr.models.pretrain.PretrainModel`,
+written by :func:`save_pretrain_model` at the end of masked pretraining) is
+the same kind of file without a tokenizer; its config has ``"kind":
+"pretrain"``. The recognition recipe starts from one with ``--init_from``
+(only the encoder's weights are taken).
+
 A **training checkpoint** (model, optimizer, scheduler, step) is a
 ``torch.save`` file, read back with ``torch.load(weights_only=True)``, whose
 restricted unpickler refuses anything but tensors and plain containers.
@@ -41,11 +47,14 @@ if TYPE_CHECKING:
     from torch import nn
 
     from avsr.models.lm import TokenLM
+    from avsr.models.pretrain import PretrainModel
 
 BUNDLE_FORMAT = "avsr-bundle"
 BUNDLE_VERSION = "1"
 #: ``config["kind"]`` of a token language model bundle.
 LM_KIND = "token_lm"
+#: ``config["kind"]`` of a pretrained encoder bundle (masked prediction; no tokenizer).
+PRETRAIN_KIND = "pretrain"
 
 
 def _plain_tensors(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -69,7 +78,7 @@ def save_bundle(
     path: str | os.PathLike,
     config: Mapping[str, Any],
     state_dict: Mapping[str, Tensor],
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | None,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a model bundle atomically.
@@ -78,7 +87,8 @@ def save_bundle(
         path: output ``.safetensors`` file.
         config: JSON-able model configuration (``build_model(config)``).
         state_dict: the model weights.
-        tokenizer: stored as its :meth:`Tokenizer.to_dict` JSON.
+        tokenizer: stored as its :meth:`Tokenizer.to_dict` JSON (``None`` for
+            a model without one, e.g. a pretrained encoder).
         extra: optional JSON-able notes (training step, data, scores ...).
     """
     from safetensors.torch import save_file
@@ -88,7 +98,7 @@ def save_bundle(
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "config": json.dumps(dict(config), sort_keys=True),
-            "tokenizer": json.dumps(tokenizer.to_dict()),
+            "tokenizer": json.dumps(tokenizer.to_dict() if tokenizer is not None else None),
             "extra": json.dumps(dict(extra or {}), sort_keys=True),
         }
     except (TypeError, ValueError) as e:
@@ -130,14 +140,15 @@ def read_bundle_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(path, f"damaged bundle metadata ({e})") from None
 
 
-def load_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor], Tokenizer]:
+def load_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tensor], Tokenizer | None]:
     """Read a model bundle (never executes code from the file).
 
     Args:
         path: a file written by :func:`save_bundle`.
 
     Returns:
-        ``(config, state_dict, tokenizer)``.
+        ``(config, state_dict, tokenizer)``; the tokenizer is ``None`` for a
+        bundle saved without one.
 
     Raises:
         InputError: missing file, not a bundle, or damaged contents.
@@ -149,7 +160,7 @@ def load_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tens
         state = load_file(os.fspath(path), device="cpu")
     except Exception as e:
         raise InputError(path, f"damaged bundle weights ({type(e).__name__})") from None
-    tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+    tokenizer = Tokenizer.from_dict(meta["tokenizer"]) if meta["tokenizer"] is not None else None
     return meta["config"], state, tokenizer
 
 
@@ -180,6 +191,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     config, state, tokenizer = load_bundle(path)
     if config.get("kind") == LM_KIND:
         raise InputError(path, "is a token language model bundle, not a recognition model (pass it as --lm)")
+    if config.get("kind") == PRETRAIN_KIND:
+        raise InputError(path, "is a pretrained encoder bundle, not a recognition model "
+                               "(fine-tune it with the recognition recipe's --init_from)")
+    if tokenizer is None:
+        raise InputError(path, "not a recognition model bundle (no tokenizer)")
     try:
         model = build_model(config)
     except (TypeError, ValueError) as e:
@@ -224,6 +240,47 @@ def load_lm(
         first = str(e).strip().splitlines()[0]
         raise InputError(path, f"LM weights do not match the stored config: {first}") from None
     return lm.to(device).eval(), lm_tokenizer
+
+
+def save_pretrain_model(path: str | os.PathLike, model: "nn.Module", extra: Mapping[str, Any] | None = None) -> None:
+    """Write a pretrained encoder bundle (:class:`~avsr.models.pretrain.PretrainModel`, no tokenizer).
+
+    Args:
+        path: output ``.safetensors`` file.
+        model: the pretraining model (its ``config`` rebuilds it).
+        extra: optional JSON-able notes.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, Mapping):
+        raise InputError(None, "model has no config dict to save")
+    save_bundle(path, {**config, "kind": PRETRAIN_KIND}, model.state_dict(), None, extra)
+
+
+def load_pretrain_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> "PretrainModel":
+    """Rebuild a pretraining model from a bundle written by :func:`save_pretrain_model`.
+
+    Args:
+        path: the pretrained encoder bundle (config ``kind`` ``"pretrain"``).
+        device: where to put the model.
+
+    Returns:
+        the model, in eval mode.
+
+    Raises:
+        InputError: a bad file, not a pretrained encoder bundle, or weights that do not fit.
+    """
+    from avsr.models.pretrain import build_pretrain_model
+
+    config, state, _ = load_bundle(path)
+    if config.get("kind") != PRETRAIN_KIND:
+        raise InputError(path, "not a pretrained encoder bundle (make one with recipes/SynthGRID/pretrain)")
+    try:
+        model = build_pretrain_model({k: v for k, v in config.items() if k != "kind"})
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"pretrained weights do not match the stored config: {first}") from None
+    return model.to(device).eval()
 
 
 def save_training_checkpoint(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,25 +70,37 @@ def load_mouths(path: str) -> Tensor:
 
 
 def make_dataset(
-    utterances: Sequence[Utterance], tokenizer: Tokenizer, *, audio: bool = True, video: bool = True
+    utterances: Sequence[Utterance],
+    tokenizer: Tokenizer | None,
+    *,
+    audio: bool = True,
+    video: bool = True,
+    targets: Mapping[str, Tensor] | None = None,
 ) -> DynamicItemDataset:
     """Build the dataset of a manifest.
 
     Args:
         utterances: rows from :func:`avsr.data.manifest.read_manifest`.
-        tokenizer: turns ``text`` into ``tokens``.
+        tokenizer: turns ``text`` into ``tokens`` (unused, may be ``None``, with ``targets``).
         audio: provide the ``audio`` item (rows must then have audio files).
         video: provide the ``mouths`` item (rows must then have mouth files).
+        targets: per-utterance target sequences to serve as ``tokens``
+            instead of the tokenized transcript (pretraining's cluster ids
+            at 25 fps, :func:`avsr.training.clusters.load_targets`).
 
     Returns:
         a ``DynamicItemDataset`` with output keys ``id``, ``text``,
         ``duration``, ``tokens`` and the chosen modality items.
 
     Raises:
-        InputError: a row lacks the file of a requested modality.
+        InputError: a row lacks the file of a requested modality, or its targets.
     """
+    if targets is None and tokenizer is None:
+        raise ValueError("make_dataset needs a tokenizer or targets")
     data = {}
     for u in utterances:
+        if targets is not None and u.id not in targets:
+            raise InputError(None, f"utterance {u.id!r} has no cluster targets (make targets for its manifest)")
         if audio and u.audio is None:
             raise InputError(None, f"utterance {u.id!r} has no audio file")
         if video and u.mouths is None:
@@ -96,7 +108,10 @@ def make_dataset(
         data[u.id] = {"text": u.text, "duration": u.duration, "audio_path": u.audio or "", "mouths_path": u.mouths or ""}
     ds = DynamicItemDataset(data)
     keys = ["id", "text", "duration", "tokens"]
-    ds.add_dynamic_item(lambda text: torch.tensor(tokenizer.encode(text), dtype=torch.long), takes="text", provides="tokens")
+    if targets is not None:
+        ds.add_dynamic_item(lambda uid: targets[uid].long(), takes="id", provides="tokens")
+    else:
+        ds.add_dynamic_item(lambda text: torch.tensor(tokenizer.encode(text), dtype=torch.long), takes="text", provides="tokens")
     if audio:
         ds.add_dynamic_item(load_audio, takes="audio_path", provides="audio")
         keys.append("audio")
