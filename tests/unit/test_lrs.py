@@ -109,3 +109,20 @@ def test_held_out_speakers_are_whole_speakers_stable_and_about_the_fraction() ->
     assert held != held_out_speakers(clips, 0.1, seed=1)
     with pytest.raises(InputError, match="fraction"):
         held_out_speakers(clips, 1.5)
+
+
+def test_lrs3_pretrain_config_follows_the_pretraining_runner(tmp_path):
+    """recipes/LRS3/pretrain/hparams/base.yaml is run by the SynthGRID pretraining
+    runner: same top-level keys as that recipe's base.yaml, and it loads."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    root = Path(__file__).resolve().parents[2]
+    lrs3 = root / "recipes/LRS3/pretrain/hparams/base.yaml"
+    synth = root / "recipes/SynthGRID/pretrain/hparams/base.yaml"
+    with open(lrs3) as f:
+        hp = load_hyperpyyaml(f, overrides={"output_folder": str(tmp_path / "lrs3")})
+    with open(synth) as f:
+        ref = load_hyperpyyaml(f, overrides={"output_folder": str(tmp_path / "synth")})
+    assert set(hp) - {"noise_folder"} == set(ref)
+    assert hp["train_noise"] == "exp/noise/train.csv"
+    assert hp["model_preset"] == "base"
