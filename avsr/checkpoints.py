@@ -14,6 +14,12 @@ is the same kind of file, written by :func:`save_model`; its config has
 ``"kind": "token_lm"`` and its tokenizer must be the recogniser's
 (:func:`load_lm` checks).
 
+A **pretrained encoder bundle** (:class:`avsr.models.pretrain.PretrainModel`,
+written by :func:`save_pretrain_model` at the end of masked pretraining) is
+the same kind of file without a tokenizer; its config has ``"kind":
+"pretrain"``. The recognition recipe starts from one with ``--init_from``
+(only the encoder's weights are taken).
+
 A **training checkpoint** (model, optimizer, scheduler, step) is a
 ``torch.save`` file, read back with ``torch.load(weights_only=True)``, whose
 restricted unpickler refuses anything but tensors and plain containers.
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
 
     from avsr.models.enhancer import EnhancerModel
     from avsr.models.lm import TokenLM
+    from avsr.models.pretrain import PretrainModel
 
 BUNDLE_FORMAT = "avsr-bundle"
 BUNDLE_VERSION = "1"
@@ -53,6 +60,8 @@ BUNDLE_VERSION = "1"
 LM_KIND = "token_lm"
 #: ``config["kind"]`` of a speech enhancement bundle (:data:`avsr.models.enhancer.ENHANCER_KIND`).
 ENHANCER_KIND = "enhancer"
+#: ``config["kind"]`` of a pretrained encoder bundle (masked prediction; no tokenizer).
+PRETRAIN_KIND = "pretrain"
 
 
 def _plain_tensors(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -85,8 +94,8 @@ def save_bundle(
         path: output ``.safetensors`` file.
         config: JSON-able model configuration (``build_model(config)``).
         state_dict: the model weights.
-        tokenizer: stored as its :meth:`Tokenizer.to_dict` JSON (``None``:
-            a model without one, e.g. an enhancer).
+        tokenizer: stored as its :meth:`Tokenizer.to_dict` JSON (``None`` for
+            a model without one, e.g. a pretrained encoder or an enhancer).
         extra: optional JSON-able notes (training step, data, scores ...).
     """
     from safetensors.torch import save_file
@@ -145,8 +154,8 @@ def load_bundle(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Tens
         path: a file written by :func:`save_bundle`.
 
     Returns:
-        ``(config, state_dict, tokenizer)`` (``tokenizer`` is ``None`` for a
-        bundle saved without one).
+        ``(config, state_dict, tokenizer)``; the tokenizer is ``None`` for a
+        bundle saved without one.
 
     Raises:
         InputError: missing file, not a bundle, or damaged contents.
@@ -189,8 +198,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     config, state, tokenizer = load_bundle(path)
     if config.get("kind") == LM_KIND:
         raise InputError(path, "is a token language model bundle, not a recognition model (pass it as --lm)")
-    if config.get("kind") == ENHANCER_KIND or tokenizer is None:
+    if config.get("kind") == ENHANCER_KIND:
         raise InputError(path, "is a speech enhancement bundle, not a recognition model (use avsr enhance)")
+    if config.get("kind") == PRETRAIN_KIND:
+        raise InputError(path, "is a pretrained encoder bundle, not a recognition model "
+                               "(fine-tune it with the recognition recipe's --init_from)")
+    if tokenizer is None:
+        raise InputError(path, "not a recognition model bundle (no tokenizer)")
     try:
         model = build_model(config)
     except (TypeError, ValueError) as e:
@@ -262,6 +276,47 @@ def load_lm(
         first = str(e).strip().splitlines()[0]
         raise InputError(path, f"LM weights do not match the stored config: {first}") from None
     return lm.to(device).eval(), lm_tokenizer
+
+
+def save_pretrain_model(path: str | os.PathLike, model: "nn.Module", extra: Mapping[str, Any] | None = None) -> None:
+    """Write a pretrained encoder bundle (:class:`~avsr.models.pretrain.PretrainModel`, no tokenizer).
+
+    Args:
+        path: output ``.safetensors`` file.
+        model: the pretraining model (its ``config`` rebuilds it).
+        extra: optional JSON-able notes.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, Mapping):
+        raise InputError(None, "model has no config dict to save")
+    save_bundle(path, {**config, "kind": PRETRAIN_KIND}, model.state_dict(), None, extra)
+
+
+def load_pretrain_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> "PretrainModel":
+    """Rebuild a pretraining model from a bundle written by :func:`save_pretrain_model`.
+
+    Args:
+        path: the pretrained encoder bundle (config ``kind`` ``"pretrain"``).
+        device: where to put the model.
+
+    Returns:
+        the model, in eval mode.
+
+    Raises:
+        InputError: a bad file, not a pretrained encoder bundle, or weights that do not fit.
+    """
+    from avsr.models.pretrain import build_pretrain_model
+
+    config, state, _ = load_bundle(path)
+    if config.get("kind") != PRETRAIN_KIND:
+        raise InputError(path, "not a pretrained encoder bundle (make one with recipes/SynthGRID/pretrain)")
+    try:
+        model = build_pretrain_model({k: v for k, v in config.items() if k != "kind"})
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"pretrained weights do not match the stored config: {first}") from None
+    return model.to(device).eval()
 
 
 def save_training_checkpoint(
@@ -338,3 +393,119 @@ def load_training_checkpoint(
         first = str(e).strip().splitlines()[0]
         raise InputError(path, f"checkpoint does not fit the model/optimizer: {first}") from None
     return ckpt
+
+
+# --------------------------------------------------------------------------- imported checkpoints
+
+
+def read_auto_avsr_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an Auto-AVSR ``.pth`` with the weights-only unpickler (never runs code from the file).
+
+    Args:
+        path: their state dict (or a Lightning ``.ckpt`` of their training).
+
+    Returns:
+        what the file holds (a dict of tensors, or a Lightning checkpoint dict).
+
+    Raises:
+        InputError: missing, unsafe or damaged file.
+    """
+    _check_file(path)
+    try:
+        data = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # the weights-only unpickler refuses code; so do we
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(path, f"not a safe PyTorch checkpoint ({reason[:120]})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "not an Auto-AVSR checkpoint (not a state dict)")
+    return data
+
+
+def units_path_for(tokenizer_path: str | os.PathLike) -> str:
+    """Where Auto-AVSR keeps the units file of a sentencepiece model: ``X.model`` -> ``X_units.txt``."""
+    root, _ = os.path.splitext(os.fspath(tokenizer_path))
+    return root + "_units.txt"
+
+
+def load_auto_avsr(
+    path: str | os.PathLike,
+    tokenizer_path: str | os.PathLike,
+    units_path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple["nn.Module", Tokenizer, dict[str, Any]]:
+    """Convert an Auto-AVSR checkpoint and its vocabulary into a model, tokenizer and bundle notes.
+
+    Args:
+        path: their ``.pth`` (e.g. ``vsr_trlrs3vox2_base.pth``).
+        tokenizer_path: their sentencepiece model (``spm/unigram/unigram5000.model``).
+        units_path: their units file (default: ``unigram5000_units.txt`` beside the model).
+        device: where to put the model.
+
+    Returns:
+        ``(model, tokenizer, extra)``; ``extra`` holds the origin, their
+        decoding defaults and the crop preset (what :func:`save_model` stores).
+
+    Raises:
+        InputError: a missing or bad file, or a checkpoint that does not fit (naming the key).
+    """
+    from avsr.models.compat import auto_avsr
+    from avsr.tokenizer import SentencePieceTokenizer
+
+    _check_file(tokenizer_path)
+    units_path = units_path if units_path is not None else units_path_for(tokenizer_path)
+    if not os.path.isfile(units_path):
+        raise InputError(units_path, "no such file: Auto-AVSR's units file (spm/unigram/unigram5000_units.txt) "
+                                     "must lie beside the sentencepiece model, or be given with --units")
+    try:
+        with open(tokenizer_path, "rb") as f:
+            tokenizer = SentencePieceTokenizer(f.read())
+        with open(units_path, encoding="utf-8") as f:
+            units = auto_avsr.parse_units(f.read())
+    except InputError as e:
+        raise InputError(tokenizer_path if "sentencepiece" in e.problem else units_path, e.problem) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(units_path, f"cannot read ({type(e).__name__})") from None
+    raw = read_auto_avsr_checkpoint(path)
+    try:
+        model = auto_avsr.convert(raw, tokenizer, units)
+        modality = auto_avsr.detect_modality(auto_avsr.unwrap(raw))
+    except InputError as e:
+        raise InputError(path, e.problem) from None
+    return model.to(device).eval(), tokenizer, auto_avsr.bundle_extra(modality)
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a safetensors file (an avsr bundle, or a damaged one), by its extension."""
+    return os.fspath(path).lower().endswith(".safetensors")
+
+
+def load_recognizer(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    tokenizer_path: str | os.PathLike | None = None,
+    units_path: str | os.PathLike | None = None,
+) -> tuple["nn.Module", Tokenizer, dict[str, Any]]:
+    """A recognition model from a bundle, or from an Auto-AVSR ``.pth`` (converted on the fly).
+
+    Args:
+        path: a ``.safetensors`` bundle or an Auto-AVSR checkpoint.
+        device: where to put the model.
+        tokenizer_path: the sentencepiece model (needed for a ``.pth``).
+        units_path: the units file of a ``.pth`` (default: beside the sentencepiece model).
+
+    Returns:
+        ``(model, tokenizer, extra)``; ``extra`` is the bundle's notes
+        (``decoding`` defaults, ``crop_preset``... when it has them).
+
+    Raises:
+        InputError: a bad file, or a ``.pth`` without ``tokenizer_path``.
+    """
+    if is_bundle(path):
+        if tokenizer_path is not None:
+            raise InputError(path, "is a model bundle: it carries its tokenizer (drop --tokenizer)")
+        model, tokenizer = load_model(path, device=device)
+        return model, tokenizer, read_bundle_metadata(path)["extra"]
+    if tokenizer_path is None:
+        raise InputError(path, "not a .safetensors bundle: an Auto-AVSR checkpoint needs its sentencepiece "
+                               "model (--tokenizer unigram5000.model)")
+    return load_auto_avsr(path, tokenizer_path, units_path, device)

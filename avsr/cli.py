@@ -40,20 +40,24 @@ def _command(name: str, help: str) -> Callable[[AddArgs], Callable[[Run], Run]]:
 # ---------------------------------------------------------------------------
 def _lips_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="input video (mp4, mkv, avi, webm, mov, ...)")
-    p.add_argument("-o", "--output", required=True, help="output .npz (arrays: mouths, found, fps)")
+    p.add_argument("-o", "--output", required=True, help="output .npz (arrays: mouths, found, fps, preset)")
     p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
     p.add_argument("--size", type=int, default=96, help="crop size in pixels (default 96)")
+    p.add_argument("--preset", default="avsr", metavar="NAME",
+                   help="crop geometry: avsr (this project's models, default) or auto_avsr "
+                        "(Auto-AVSR's mouth crop, for their LRS3 models)")
     p.add_argument("--preview", metavar="PNG", help="also save a contact sheet of the crops (red border: no face)")
 
 
 @_command("lips", "extract aligned grayscale mouth crops from a video")(_lips_args)
 def _lips_run(args: argparse.Namespace) -> int:
-    from avsr.vision import check_output, extract_mouths_from_file, save_mouths, save_preview
+    from avsr.vision import check_output, extract_mouths_from_file, get_preset, save_mouths, save_preview
 
+    get_preset(args.preset)  # an unknown name fails before any work
     for out in (args.output, args.preview):  # bad output paths fail before the video is processed
         if out:
             check_output(out)
-    result = extract_mouths_from_file(args.video, fps=args.fps, size=args.size)
+    result = extract_mouths_from_file(args.video, fps=args.fps, size=args.size, preset=args.preset)
     save_mouths(args.output, result)
     if args.preview:
         save_preview(args.preview, result)
@@ -113,8 +117,10 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated SNRs in dB and/or clean (default clean,10,5,0,-5,-10); "
                         "write --snr=-5,0 when the list starts with a minus sign")
     p.add_argument("--out", required=True, help="output folder: results.csv, results.md, wer_vs_snr.png")
-    p.add_argument("--beam", type=int, default=10, help="beam size (default 10)")
-    p.add_argument("--ctc-weight", type=float, default=0.3, help="CTC weight of the joint score (default 0.3)")
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam size (default: the bundle's, else 10; converted Auto-AVSR bundles: 40)")
+    p.add_argument("--ctc-weight", type=float, default=None,
+                   help="CTC weight of the joint score (default: the bundle's, else 0.3; Auto-AVSR: 0.1)")
     p.add_argument("--batch-size", type=int, default=16, help="utterances decoded together (default 16)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N utterances")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -136,24 +142,28 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
 @_command("evaluate", "WER/CER of a model per noise type, SNR and modality")(_evaluate_args)
 def _evaluate_run(args: argparse.Namespace) -> int:
     from avsr import evaluation as ev
-    from avsr.checkpoints import load_lm, load_model
+    from avsr.checkpoints import load_lm, load_model, read_bundle_metadata
     from avsr.data.augment import parse_snrs
+    from avsr.inference import bundle_decoding
     from avsr.pretrained import DEFAULT_MODEL, pretrained_path
 
     # everything is checked before the model is loaded and decoding starts
     modalities = ev.parse_modalities(args.modality)
     noises = ev.parse_noises(args.noise)
     snrs = parse_snrs(args.snr)
-    ev.check_search(args.beam, args.ctc_weight, args.batch_size, args.lm_weight)
+    bundle = args.checkpoint if args.checkpoint else pretrained_path(args.model or DEFAULT_MODEL)
+    defaults = bundle_decoding(read_bundle_metadata(bundle)["extra"])
+    beam = args.beam if args.beam is not None else defaults.get("beam_size", 10)
+    ctc_weight = args.ctc_weight if args.ctc_weight is not None else defaults.get("ctc_weight", 0.3)
+    ev.check_search(beam, ctc_weight, args.batch_size, args.lm_weight)
     device = ev.check_device(args.device)
     ev.check_output_dir(args.out)
-    bundle = args.checkpoint if args.checkpoint else pretrained_path(args.model or DEFAULT_MODEL)
     utterances = ev.read_test_set(args.manifest, modalities, limit=args.limit)
     model, tokenizer = load_model(bundle, device=device)
     lm = load_lm(args.lm, device=device, tokenizer=tokenizer)[0] if args.lm else None
     rows = ev.evaluate(
-        model, tokenizer, utterances, modalities=modalities, noises=noises, snrs=snrs, beam_size=args.beam,
-        ctc_weight=args.ctc_weight, batch_size=args.batch_size, progress=not args.quiet,
+        model, tokenizer, utterances, modalities=modalities, noises=noises, snrs=snrs, beam_size=beam,
+        ctc_weight=ctc_weight, batch_size=args.batch_size, progress=not args.quiet,
         lm=lm, lm_weight=args.lm_weight,
     )
     ev.write_results(rows, args.out)
@@ -180,8 +190,18 @@ def _transcribe_args(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--model", metavar="NAME", default=None,
                         help=f"bundled pretrained model (default {DEFAULT_MODEL})")
-    source.add_argument("--checkpoint", metavar="PATH", default=None, help="model bundle (.safetensors)")
-    p.add_argument("--beam", type=int, default=10, help="beam size (default 10)")
+    source.add_argument("--checkpoint", metavar="PATH", default=None,
+                        help="model bundle (.safetensors), or an Auto-AVSR .pth (with --tokenizer)")
+    p.add_argument("--tokenizer", metavar="MODEL", default=None,
+                   help="sentencepiece model of an Auto-AVSR .pth (their spm/unigram/unigram5000.model)")
+    p.add_argument("--units", metavar="TXT", default=None,
+                   help="units file of an Auto-AVSR .pth (default: X_units.txt beside X.model)")
+    p.add_argument("--beam", type=int, default=None,
+                   help="beam size (default: the bundle's, else 10; Auto-AVSR models: 40)")
+    p.add_argument("--ctc-weight", type=float, default=None,
+                   help="CTC weight of the joint score (default: the bundle's, else 0.3; Auto-AVSR: 0.1)")
+    p.add_argument("--quantize", action="store_true",
+                   help="int8 dynamic quantisation of the linear layers (CPU; faster, slightly different output)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     _lm_args(p)
     p.add_argument("--jobs", type=int, default=1, metavar="N",
@@ -202,10 +222,14 @@ def _transcribe_run(args: argparse.Namespace) -> int:
     targets = output_paths(files, args.output, EXTENSIONS[args.format])
     if targets is None and args.format in ("srt", "vtt") and len(items) > 1:
         raise InputError(None, f"--format {args.format} with several inputs needs -o FOLDER")
-    settings = dict(device=args.device, beam_size=args.beam, progress=not args.quiet, lm=args.lm,
-                    lm_weight=args.lm_weight)
+    if (args.tokenizer or args.units) and not args.checkpoint:
+        raise InputError(None, "--tokenizer/--units go with --checkpoint CKPT.pth (an Auto-AVSR checkpoint)")
+    settings = dict(device="cpu" if args.quantize and args.device == "auto" else args.device,
+                    beam_size=args.beam, ctc_weight=args.ctc_weight, progress=not args.quiet, lm=args.lm,
+                    lm_weight=args.lm_weight, quantize=args.quantize or None)
     if args.checkpoint:
-        transcriber = Transcriber.from_checkpoint(args.checkpoint, **settings)
+        transcriber = Transcriber.from_checkpoint(args.checkpoint, tokenizer=args.tokenizer, units=args.units,
+                                                  **settings)
     else:
         transcriber = Transcriber.from_pretrained(args.model, **settings)
     errors = [i.error for i in items if i.error is not None]
@@ -372,6 +396,37 @@ def _log_to_stderr(command: str) -> None:
     handler.setLevel(logging.WARNING)
     handler._avsr_cli = True  # type: ignore[attr-defined]
     log.addHandler(handler)
+
+
+# ---------------------------------------------------------------------------
+# avsr convert
+# ---------------------------------------------------------------------------
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CKPT", help="the published checkpoint (e.g. vsr_trlrs3vox2_base.pth)")
+    p.add_argument("--from", dest="source", required=True, choices=("auto-avsr",),
+                   help="the toolkit that published it")
+    p.add_argument("--tokenizer", required=True, metavar="MODEL",
+                   help="its sentencepiece model (Auto-AVSR: spm/unigram/unigram5000.model)")
+    p.add_argument("--units", metavar="TXT", default=None,
+                   help="its units file (default: X_units.txt beside X.model)")
+    p.add_argument("-o", "--output", required=True, help="output model bundle (.safetensors)")
+
+
+@_command("convert", "convert a published model (Auto-AVSR) into an avsr model bundle")(_convert_args)
+def _convert_run(args: argparse.Namespace) -> int:
+    from avsr.checkpoints import load_auto_avsr, save_model
+    from avsr.errors import InputError
+    from avsr.models.avsr import count_parameters
+    from avsr.vision import check_output
+
+    if not args.output.lower().endswith(".safetensors"):
+        raise InputError(args.output, "the bundle must be a .safetensors file")
+    check_output(args.output)
+    model, tokenizer, extra = load_auto_avsr(args.checkpoint, args.tokenizer, args.units)
+    save_model(args.output, model, tokenizer, extra=extra)
+    print(f"{args.checkpoint}: Auto-AVSR {extra.get('modality', '?')} model, "
+          f"{count_parameters(model) / 1e6:.1f} M parameters, {tokenizer.vocab_size} tokens -> {args.output}")
+    return 0
 
 
 # ---------------------------------------------------------------------------

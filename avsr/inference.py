@@ -120,6 +120,8 @@ __all__ = [
     "DEFAULT_LM_WEIGHT",
     "check_device",
     "check_search",
+    "bundle_decoding",
+    "quantize_linear",
     "pad_batch",
     "Decoded",
     "encode_and_search",
@@ -242,6 +244,45 @@ class _Clock:
         now = time.perf_counter()
         self.timings[stage] = self.timings.get(stage, 0.0) + now - self._last
         self._last = now
+
+
+def bundle_decoding(extra: dict) -> dict[str, float | int]:
+    """The decoding defaults a bundle stores (``extra["decoding"]``): ``beam_size`` and ``ctc_weight``.
+
+    Args:
+        extra: the bundle's notes (:func:`avsr.checkpoints.read_bundle_metadata`).
+
+    Returns:
+        the settings it has (an empty dict for bundles without any).
+    """
+    decoding = extra.get("decoding") if isinstance(extra, dict) else None
+    if not isinstance(decoding, dict):
+        return {}
+    out: dict[str, float | int] = {}
+    if isinstance(decoding.get("beam_size"), int):
+        out["beam_size"] = int(decoding["beam_size"])
+    if isinstance(decoding.get("ctc_weight"), (int, float)):
+        out["ctc_weight"] = float(decoding["ctc_weight"])
+    return out
+
+
+def quantize_linear(model: "nn.Module") -> "nn.Module":
+    """int8 dynamic quantisation of every ``nn.Linear`` (weights int8, activations quantised per batch).
+
+    The convolutions (frontends, conformer depthwise) stay float32. In
+    place; CPU only (PyTorch's ``quantize_dynamic``).
+
+    Args:
+        model: a float model in eval mode.
+
+    Returns:
+        the same model with quantised linear layers.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch's deprecation notes of the quantized tensor API
+        return quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 # --------------------------------------------------------------------------- decoding a batch
@@ -595,12 +636,22 @@ def _fit_track(track: "MouthTrack", n: int) -> tuple[np.ndarray, np.ndarray]:
 _Detector = Callable[[], "LandmarkDetector"]
 
 
+def _crop_kwargs(preset: str | None) -> dict:
+    """``{"preset": preset}`` for a lip-frontend call, ``{}`` for the default crop.
+
+    A model converted from another toolkit names the crop its weights were
+    trained on (e.g. ``"auto_avsr"``, :mod:`avsr.vision.presets`).
+    """
+    return {} if preset is None else {"preset": preset}
+
+
 class _FileMedia:
     """A media file: probed once, audio streamed, both modalities read per segment."""
 
-    def __init__(self, path: str, detector: _Detector) -> None:
+    def __init__(self, path: str, detector: _Detector, crop_preset: str | None = None) -> None:
         from avsr.io import probe
 
+        self.crop_preset = crop_preset
         info = probe(path)
         self.name = path
         self.has_audio = bool(info["has_audio"])
@@ -654,7 +705,8 @@ class _FileMedia:
             return None
         try:
             track = extract_mouths_from_file(self.name, fps=FRAME_RATE, start=k0 / FRAME_RATE or None,
-                                             end=k1 / FRAME_RATE, detector=self._detector())
+                                             end=k1 / FRAME_RATE, detector=self._detector(),
+                                             **_crop_kwargs(self.crop_preset))
         except NoFaceError:
             return None
         return _fit_track(track, k1 - k0)
@@ -663,9 +715,10 @@ class _FileMedia:
 class _ClipMedia:
     """An :class:`avsr.io.AVClip` already in memory (crops computed once for the whole clip)."""
 
-    def __init__(self, clip: "AVClip", detector: _Detector) -> None:
+    def __init__(self, clip: "AVClip", detector: _Detector, crop_preset: str | None = None) -> None:
         from avsr.io import SAMPLE_RATE
 
+        self.crop_preset = crop_preset
         self.name = clip.path or "<clip>"
         self.clip = clip
         self.has_audio = clip.audio is not None and len(clip.audio) > 0
@@ -701,7 +754,8 @@ class _ClipMedia:
         if self._track is False:
             c = self.clip
             try:
-                t = extract_mouths(c.frames, c.timestamps, fps=FRAME_RATE, detector=self._detector())
+                t = extract_mouths(c.frames, c.timestamps, fps=FRAME_RATE, detector=self._detector(),
+                                   **_crop_kwargs(self.crop_preset))
                 self._track = (t.mouths, t.found, float(c.timestamps[0]) if c.timestamps is not None else 0.0)
             except NoFaceError:
                 self._track = None
@@ -878,6 +932,15 @@ class Transcriber:
         lm: optional token language model (:class:`avsr.models.lm.TokenLM`,
             trained with the model's tokenizer) for shallow fusion.
         lm_weight: weight of the LM score in the joint search.
+        crop_preset: mouth-crop preset of :mod:`avsr.vision` the model was
+            trained on (``None``: the default crop; a converted Auto-AVSR
+            bundle names ``"auto_avsr"``).
+        quantize: int8 dynamic quantisation of the model's linear layers
+            (CPU only; :func:`quantize_linear`).
+
+    A model that reads one modality (e.g. Auto-AVSR's audio or video model)
+    is given only that one: ``auto`` means that modality, and forcing another
+    is an error.
 
     Raises:
         InputError: a bad setting or device, or an LM of another vocabulary size.
@@ -897,6 +960,8 @@ class Transcriber:
         progress: bool = False,
         lm: "TokenLM | None" = None,
         lm_weight: float = DEFAULT_LM_WEIGHT,
+        crop_preset: str | None = None,
+        quantize: bool = False,
     ) -> None:
         check_search(beam_size, ctc_weight, batch_size, lm_weight)
         if lm is not None and lm.vocab_size != tokenizer.vocab_size:
@@ -908,6 +973,16 @@ class Transcriber:
             raise InputError(None, f"min face fraction must be in [0, 1], got {min_face}")
         self.device = check_device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
+        self.quantized = bool(quantize)
+        if self.quantized:
+            if self.device.type != "cpu":
+                raise InputError(None, "int8 quantisation (--quantize) runs on the CPU only: use --device cpu")
+            self.model = quantize_linear(self.model)
+        if crop_preset is not None:
+            from avsr.vision import get_preset
+
+            get_preset(crop_preset)  # an unknown name fails here, before any work
+        self.crop_preset = crop_preset
         self.tokenizer = tokenizer
         self.lm = lm.to(self.device).eval() if lm is not None else None
         self.lm_weight = float(lm_weight)
@@ -927,27 +1002,42 @@ class Transcriber:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto",
-                        lm: "str | os.PathLike | TokenLM | None" = None, **kwargs) -> "Transcriber":
-        """A transcriber for a model bundle (``.safetensors``, as the recipes write).
+                        lm: "str | os.PathLike | TokenLM | None" = None, *,
+                        tokenizer: str | os.PathLike | None = None, units: str | os.PathLike | None = None,
+                        **kwargs) -> "Transcriber":
+        """A transcriber for a model bundle (``.safetensors``), or an Auto-AVSR ``.pth`` converted on the fly.
+
+        Decoding settings the bundle stores (a converted Auto-AVSR bundle:
+        beam 40, CTC weight 0.1) and its mouth-crop preset are used unless
+        ``kwargs`` sets them.
 
         Args:
-            path: the bundle.
+            path: the bundle, or an Auto-AVSR checkpoint.
             device: where to run.
             lm: a token LM bundle (:func:`avsr.checkpoints.load_lm`; its
                 tokenizer must be the model's) or model, for shallow fusion.
-            **kwargs: settings of :class:`Transcriber` (``lm_weight``, ``beam_size``...).
+            tokenizer: the sentencepiece model of an Auto-AVSR checkpoint.
+            units: its units file (default: beside the sentencepiece model).
+            **kwargs: settings of :class:`Transcriber` (``lm_weight``, ``beam_size``...);
+                ``None`` values take the bundle's (or the built-in) defaults.
 
         Raises:
             InputError: missing or damaged bundle, an LM with another tokenizer,
                 a bad device or setting.
         """
-        from avsr.checkpoints import load_lm, load_model
+        from avsr.checkpoints import load_lm, load_recognizer
 
         dev = check_device(device)
-        model, tokenizer = load_model(path, device=dev)
+        model, tok, extra = load_recognizer(path, device="cpu" if kwargs.get("quantize") else dev,
+                                            tokenizer_path=tokenizer, units_path=units)
         if isinstance(lm, (str, os.PathLike)):
-            lm, _ = load_lm(lm, device=dev, tokenizer=tokenizer)
-        return cls(model, tokenizer, device=dev, lm=lm, **kwargs)
+            lm, _ = load_lm(lm, device=dev, tokenizer=tok)
+        settings = {k: v for k, v in kwargs.items() if v is not None}
+        for key, value in bundle_decoding(extra).items():
+            settings.setdefault(key, value)
+        if extra.get("crop_preset"):
+            settings.setdefault("crop_preset", str(extra["crop_preset"]))
+        return cls(model, tok, device=dev, lm=lm, **settings)
 
     @classmethod
     def from_pretrained(cls, name: str | None = None, device: str | torch.device = "auto",
@@ -1006,16 +1096,30 @@ class Transcriber:
         """
         from avsr.io import AVClip
 
-        _check_modality(modality)
+        modality = self._model_modality(_check_modality(modality))
         is_clip = isinstance(source, AVClip)
         name = (source.path or "<clip>") if is_clip else os.fspath(source)
         try:
-            media = _ClipMedia(source, self._landmarks) if is_clip else _FileMedia(name, self._landmarks)
+            media = (_ClipMedia(source, self._landmarks, self.crop_preset) if is_clip
+                     else _FileMedia(name, self._landmarks, self.crop_preset))
             return self._run(media, modality)
         except InputError as e:
             if e.path is None:  # name the input in every message
                 raise type(e)(name, e.problem) from None
             raise
+
+    def _model_modality(self, modality: str) -> str:
+        """``modality`` restricted to what the model reads (``auto`` -> its one modality)."""
+        reads = tuple(getattr(self.model, "modalities", ("audio", "video")))
+        if len(reads) == 2:
+            return modality
+        only = reads[0]
+        if modality == "auto":
+            return only
+        if modality != only:
+            raise InputError(None, f"this model reads {only} only: cannot use --modality {modality} "
+                                   f"(use auto or {only})")
+        return modality
 
     def transcribe_many(
         self, inputs: Iterable[str | os.PathLike], modality: str = "auto", jobs: int = 1
@@ -1040,7 +1144,7 @@ class Transcriber:
         Raises:
             InputError: a bad modality or number of jobs (on the first ``next``).
         """
-        _check_modality(modality)
+        modality = self._model_modality(_check_modality(modality))
         check_jobs(jobs)
         paths = [os.fspath(source) for source in inputs]
         if jobs == 1 or len(paths) < 2:
@@ -1069,11 +1173,13 @@ class Transcriber:
         config = getattr(self.model, "config", None)
         if not isinstance(config, dict) or not config:
             raise InputError(None, "several jobs need a model built from a config (a bundle or build_model)")
+        if self.quantized:
+            raise InputError(None, "--quantize works with one job only (drop --jobs)")
         torch.save({"model": self.model.state_dict(), "lm": self.lm.state_dict() if self.lm is not None else None},
                    weights)
         settings = dict(device=str(self.device), beam_size=self.beam_size, ctc_weight=self.ctc_weight,
                         batch_size=self.batch_size, max_segment=self.max_segment, min_face=self.min_face,
-                        lm_weight=self.lm_weight)
+                        lm_weight=self.lm_weight, crop_preset=self.crop_preset)
         lm_config = dict(self.lm.config) if self.lm is not None else None
         return _WorkerSpec(dict(config), self.tokenizer.to_dict(), lm_config, str(weights), settings,
                            max(1, torch.get_num_threads() // jobs))

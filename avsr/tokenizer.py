@@ -230,7 +230,10 @@ class SentencePieceTokenizer(Tokenizer):
     """Sentencepiece subwords (unigram or BPE), ids shifted into the shared layout.
 
     Sentencepiece id ``i`` (its ``<unk>`` is 0) becomes ``i + 1``; blank is 0
-    and sos/eos the last id.
+    and sos/eos the last id. Control symbols of the model (``<s>``, ``</s>``
+    of models trained with sentencepiece's defaults, e.g. Auto-AVSR's) keep
+    their ids but are never produced by :meth:`encode` nor written by
+    :meth:`decode`.
 
     Args:
         model_proto: the serialised sentencepiece model (bytes).
@@ -245,8 +248,11 @@ class SentencePieceTokenizer(Tokenizer):
             self._sp.LoadFromSerializedProto(self.model_proto)
         except (RuntimeError, OSError) as e:
             raise InputError(None, f"not a sentencepiece model: {e}") from None
-        if self._sp.unk_id() != 0 or self._sp.bos_id() >= 0 or self._sp.eos_id() >= 0:
-            raise InputError(None, "sentencepiece model must have unk_id=0 and no bos/eos/pad")
+        if self._sp.unk_id() != 0:
+            raise InputError(None, "sentencepiece model must have unk_id=0")
+        for special in (self._sp.bos_id(), self._sp.eos_id(), self._sp.pad_id()):
+            if special >= 0 and not self._sp.is_control(special):
+                raise InputError(None, "sentencepiece model's bos/eos/pad must be control symbols")
         self._n = self._sp.get_piece_size()
 
     @classmethod

@@ -6,17 +6,18 @@ with a ``video`` (or ``path``) column and an optional ``id`` column; relative
 paths in a manifest are relative to the manifest's folder. Outputs mirror the
 input layout under ``--output-dir`` with the suffix ``.npz`` (or are named
 ``<id>.npz`` when the manifest has ids). Each file holds ``mouths`` uint8
-``(T, 96, 96)``, ``found`` bool ``(T,)`` and ``fps`` (see ``avsr lips``).
+``(T, 96, 96)``, ``found`` bool ``(T,)``, ``fps`` and ``preset`` (the crop
+geometry, ``--preset``; see ``avsr lips``).
 
 Runs ``--jobs`` worker processes, each with one face landmark detector.
-Resumable: outputs that already exist and load are skipped; writes are
+Resumable: outputs that already exist and load (cut with the same preset) are skipped; writes are
 atomic, so an interrupted run leaves no half-written file. Failures are
 listed at the end and written to ``failures.csv``; the exit code is 1 if
 any video failed.
 
 Usage:
     python tools/extract_lips.py VIDEOS_DIR -o LIPS_DIR [--jobs 2]
-    python tools/extract_lips.py manifest.csv -o LIPS_DIR
+    python tools/extract_lips.py manifest.csv -o LIPS_DIR [--preset auto_avsr]
 """
 
 from __future__ import annotations
@@ -125,17 +126,17 @@ def list_jobs(
     return jobs
 
 
-def is_done(output: str) -> bool:
-    """Whether ``output`` exists and loads as a mouth track."""
+def is_done(output: str, preset: str | None = None) -> bool:
+    """Whether ``output`` exists and loads as a mouth track (cut with ``preset``, unless ``None``)."""
     from avsr.vision import load_mouths
 
     if not os.path.exists(output):
         return False
     try:
-        load_mouths(output)
+        track = load_mouths(output)
     except AVSRError:
         return False
-    return True
+    return preset is None or track.preset == preset
 
 
 # ---------------------------------------------------------------------- workers
@@ -185,13 +186,14 @@ def _interrupt_workers(pool: object) -> None:
             pass
 
 
-def process(job: Job, fps: float = 25.0, size: int = 96) -> Outcome:
+def process(job: Job, fps: float = 25.0, size: int = 96, preset: str = "avsr") -> Outcome:
     """Extract and save the crops of one video; never raises.
 
     Args:
         job: video and output path.
         fps: output frame rate.
         size: crop side.
+        preset: crop preset name (see :mod:`avsr.vision.presets`).
 
     Returns:
         :class:`Outcome` (``ok`` False with a one-line message on failure).
@@ -206,7 +208,7 @@ def process(job: Job, fps: float = 25.0, size: int = 96) -> Outcome:
     t0 = time.perf_counter()
     _BUSY = True
     try:
-        track = extract_mouths_from_file(job.video, fps=fps, size=size, detector=_DETECTOR)
+        track = extract_mouths_from_file(job.video, fps=fps, size=size, detector=_DETECTOR, preset=preset)
         save_mouths(job.output, track)  # atomic: an interruption leaves no partial file
     except KeyboardInterrupt:
         if not _IN_POOL:
@@ -221,11 +223,13 @@ def process(job: Job, fps: float = 25.0, size: int = 96) -> Outcome:
     return Outcome(job.video, job.output, True, "ok", len(track), int(track.found.sum()), time.perf_counter() - t0)
 
 
-def _process_star(args: tuple[Job, float, int]) -> Outcome:
+def _process_star(args: tuple[Job, float, int, str]) -> Outcome:
     return process(*args)
 
 
-def run_jobs(jobs: Sequence[Job], n_jobs: int, fps: float, size: int, progress: bool = True) -> Iterable[Outcome]:
+def run_jobs(
+    jobs: Sequence[Job], n_jobs: int, fps: float, size: int, progress: bool = True, preset: str = "avsr"
+) -> Iterable[Outcome]:
     """Process jobs in ``n_jobs`` processes (in this process when 1), yielding outcomes as they finish.
 
     Raises:
@@ -237,7 +241,7 @@ def run_jobs(jobs: Sequence[Job], n_jobs: int, fps: float, size: int, progress: 
 
     from tqdm import tqdm
 
-    tasks = [(job, fps, size) for job in jobs]
+    tasks = [(job, fps, size, preset) for job in jobs]
     bar = tqdm(total=len(tasks), unit="video", disable=None if progress else True, dynamic_ncols=True)
     try:
         if n_jobs <= 1 or len(tasks) <= 1:
@@ -286,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
     p.add_argument("--size", type=int, default=96, help="crop size in pixels (default 96)")
+    p.add_argument("--preset", default="avsr", metavar="NAME",
+                   help="crop geometry: avsr (default) or auto_avsr (Auto-AVSR's mouth crop); "
+                        "outputs cut with another preset are redone")
     p.add_argument("--force", action="store_true", help="redo videos whose output already exists")
     p.add_argument("--failures", help="failures CSV (default OUTPUT_DIR/failures.csv)")
     p.add_argument("--ext", nargs="+", default=list(VIDEO_EXTENSIONS), help="video suffixes searched in a folder")
@@ -295,10 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the tool; returns the exit code (0 all good, 1 some failed, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
-    from avsr.vision import check_output
+    from avsr.vision import check_output, get_preset
 
     failures_csv = Path(args.failures or Path(args.output_dir) / "failures.csv")
     try:
+        get_preset(args.preset)
         jobs = list_jobs(args.source, args.output_dir, args.ext)
         check_output(failures_csv)  # fail before any work
     except InputError as e:
@@ -306,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"extract_lips: error: {e}", file=sys.stderr)
         return 2
-    todo = jobs if args.force else [j for j in jobs if not is_done(j.output)]
+    todo = jobs if args.force else [j for j in jobs if not is_done(j.output, args.preset)]
     skipped = len(jobs) - len(todo)
     print(f"{len(jobs)} videos, {skipped} already done, {len(todo)} to process with {args.jobs} jobs", file=sys.stderr)
 
@@ -314,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = frames = 0
     t0 = time.perf_counter()
     try:
-        for outcome in run_jobs(todo, args.jobs, args.fps, args.size):
+        for outcome in run_jobs(todo, args.jobs, args.fps, args.size, preset=args.preset):
             if outcome.ok:
                 done += 1
                 frames += outcome.frames

@@ -23,4 +23,8 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+# the 'compat' extra without its dependencies: ESPnet's conformer/decoder modules run with
+# torch alone and are the reference of the Auto-AVSR conversion tests (its full dependency
+# set does not resolve from PyPI)
+.venv/bin/python -m pip install -q --no-deps "espnet>=202402"
 echo "avsr installed in $(pwd)/.venv"

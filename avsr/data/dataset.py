@@ -4,7 +4,8 @@ Pipelines (lazy, per utterance):
 
 * ``audio``: the waveform, float32 mono 16 kHz (``avsr.io.read_audio``);
 * ``mouths``: (T, 96, 96) uint8 crops from the npz (``mouths`` array);
-* ``tokens``: the transcript's token ids (``LongTensor``).
+* ``tokens``: the transcript's token ids, or given targets such as cluster ids
+  (``LongTensor``; absent for a dataset without either, e.g. enhancement).
 
 Batches are :class:`speechbrain.dataio.batch.PaddedBatch` (zero padding,
 *relative* lengths); :func:`batch_tensors` turns one into the model's
@@ -31,7 +32,7 @@ from __future__ import annotations
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,26 +71,41 @@ def load_mouths(path: str) -> Tensor:
 
 
 def make_dataset(
-    utterances: Sequence[Utterance], tokenizer: Tokenizer | None, *, audio: bool = True, video: bool = True
+    utterances: Sequence[Utterance],
+    tokenizer: Tokenizer | None,
+    *,
+    audio: bool = True,
+    video: bool = True,
+    targets: Mapping[str, Tensor] | None = None,
 ) -> DynamicItemDataset:
     """Build the dataset of a manifest.
 
+    The ``tokens`` item is the tokenized transcript, or the given
+    ``targets``; with neither (``tokenizer=None``, no ``targets``) there is
+    no ``tokens`` item, for tasks without transcripts such as enhancement.
+
     Args:
         utterances: rows from :func:`avsr.data.manifest.read_manifest`.
-        tokenizer: turns ``text`` into ``tokens`` (``None``: no ``tokens``
-            item, for tasks without transcripts such as enhancement).
+        tokenizer: turns ``text`` into ``tokens`` (unused with ``targets``;
+            ``None`` without them: no ``tokens`` item).
         audio: provide the ``audio`` item (rows must then have audio files).
         video: provide the ``mouths`` item (rows must then have mouth files).
+        targets: per-utterance target sequences to serve as ``tokens``
+            instead of the tokenized transcript (pretraining's cluster ids
+            at 25 fps, :func:`avsr.training.clusters.load_targets`).
 
     Returns:
         a ``DynamicItemDataset`` with output keys ``id``, ``text``,
-        ``duration``, ``tokens`` (with a tokenizer) and the chosen modality items.
+        ``duration``, ``tokens`` (with a tokenizer or targets) and the chosen
+        modality items.
 
     Raises:
-        InputError: a row lacks the file of a requested modality.
+        InputError: a row lacks the file of a requested modality, or its targets.
     """
     data = {}
     for u in utterances:
+        if targets is not None and u.id not in targets:
+            raise InputError(None, f"utterance {u.id!r} has no cluster targets (make targets for its manifest)")
         if audio and u.audio is None:
             raise InputError(None, f"utterance {u.id!r} has no audio file")
         if video and u.mouths is None:
@@ -97,7 +113,10 @@ def make_dataset(
         data[u.id] = {"text": u.text, "duration": u.duration, "audio_path": u.audio or "", "mouths_path": u.mouths or ""}
     ds = DynamicItemDataset(data)
     keys = ["id", "text", "duration"]
-    if tokenizer is not None:
+    if targets is not None:
+        ds.add_dynamic_item(lambda uid: targets[uid].long(), takes="id", provides="tokens")
+        keys.append("tokens")
+    elif tokenizer is not None:
         ds.add_dynamic_item(lambda text: torch.tensor(tokenizer.encode(text), dtype=torch.long), takes="text",
                             provides="tokens")
         keys.append("tokens")

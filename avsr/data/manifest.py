@@ -5,7 +5,8 @@ Columns (others are kept and ignored):
 ``id``
     unique utterance id.
 ``text``
-    the transcript (non-empty).
+    the transcript (non-empty; optional with ``need_text=False``, for
+    self-supervised pretraining on unlabelled speech).
 ``duration``
     seconds (used to batch by total duration).
 ``audio``
@@ -31,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from pathlib import Path
 
 from avsr.errors import InputError
 
-__all__ = ["Utterance", "read_manifest"]
+__all__ = ["Utterance", "read_manifest", "subset_utterances"]
 
 REQUIRED = ("id", "text", "duration")
 
@@ -77,7 +79,12 @@ def _path(base: Path, value: str | None, manifest: Path, uid: str, column: str, 
 
 
 def read_manifest(
-    path: str | os.PathLike, *, need_audio: bool = False, need_mouths: bool = False, check_files: bool = True
+    path: str | os.PathLike,
+    *,
+    need_audio: bool = False,
+    need_mouths: bool = False,
+    check_files: bool = True,
+    need_text: bool = True,
 ) -> list[Utterance]:
     """Read and validate a manifest CSV.
 
@@ -86,6 +93,8 @@ def read_manifest(
         need_audio: every row must have an ``audio`` file.
         need_mouths: every row must have a ``mouths`` file.
         check_files: check that the referenced files exist.
+        need_text: every row must have a transcript (``False``: the ``text``
+            column may be absent or empty; such rows get ``text == ""``).
 
     Returns:
         the utterances, in file order.
@@ -104,7 +113,7 @@ def read_manifest(
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise InputError(p, f"not a readable CSV manifest ({e})") from None
-    missing = [c for c in REQUIRED if c not in columns]
+    missing = [c for c in REQUIRED if c not in columns and (need_text or c != "text")]
     if missing:
         raise InputError(p, f"manifest lacks the column(s) {', '.join(missing)}")
     if not ({"audio", "mouths"} & columns):
@@ -122,7 +131,7 @@ def read_manifest(
             raise InputError(p, f"line {n}: duplicate id {uid!r}")
         seen.add(uid)
         text = " ".join((row.get("text") or "").split())
-        if not text:
+        if not text and need_text:
             raise InputError(p, f"utterance {uid!r}: empty transcript")
         try:
             duration = float(row["duration"])
@@ -142,3 +151,32 @@ def read_manifest(
         extra = {k: v for k, v in row.items() if k not in {"id", "text", "duration", "audio", "mouths", "video"}}
         out.append(Utterance(uid, text, duration, audio, mouths, video, extra))
     return out
+
+
+def subset_utterances(utterances: list[Utterance], fraction: float, *, seed: int = 0) -> list[Utterance]:
+    """A fixed fraction of the utterances, the same for every run (e.g. a 10% labelled subset).
+
+    Each utterance is ranked by a hash of its id and ``seed``; the first
+    ``round(fraction * n)`` (at least one) are kept, in manifest order. The
+    choice depends on the ids only, not on the rows' order, and a larger
+    fraction keeps every utterance of a smaller one.
+
+    Args:
+        utterances: rows from :func:`read_manifest`.
+        fraction: in (0, 1].
+        seed: picks another subset.
+
+    Returns:
+        the kept utterances.
+
+    Example:
+        >>> rows = [Utterance(f"u{i}", "a", 1.0, "a.flac") for i in range(20)]
+        >>> [u.id for u in subset_utterances(rows, 0.1)] == [u.id for u in subset_utterances(rows[::-1], 0.1)][::-1]
+        True
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise InputError(None, f"train_fraction must be in (0, 1], got {fraction}")
+    keep = max(1, round(fraction * len(utterances)))
+    ranked = sorted(utterances, key=lambda u: hashlib.sha1(f"{seed}:{u.id}".encode()).hexdigest())
+    chosen = {u.id for u in ranked[:keep]}
+    return [u for u in utterances if u.id in chosen]

@@ -8,6 +8,13 @@ model, and ``model.config`` gives it back, so ``build_model(model.config)``
 rebuilds the same architecture. Presets: :func:`avsr_tiny` (CPU) and
 :func:`avsr_base` (GPU).
 
+Switches also build other published architectures from the same parts:
+:func:`auto_avsr_config` gives Auto-AVSR's (Ma et al. 2023) audio, video and
+audio-visual models (raw-waveform ResNet audio frontend, swish ResNet-18
+video frontend, ESPnet relative-position conformer, ReLU feed-forward,
+batch-norm convolution module, late MLP fusion), which
+:mod:`avsr.models.compat.auto_avsr` fills with their published weights.
+
 Token conventions (see ``avsr.tokenizer``): id 0 is the CTC blank, the last
 id ``vocab_size - 1`` is the shared sos/eos, target padding is -1.
 
@@ -29,7 +36,7 @@ from torch import Tensor, nn
 from avsr.errors import InputError
 from avsr.models.decoder import CTCHead, TransformerDecoder
 from avsr.models.encoder import AVEncoder, Conformer, SpanMasker
-from avsr.models.frontends import AudioFrontend, VideoFrontend
+from avsr.models.frontends import AudioFrontend, RawAudioFrontend, VideoFrontend
 from avsr.models.fusion import AVFusion
 
 __all__ = [
@@ -40,8 +47,12 @@ __all__ = [
     "build_model",
     "avsr_tiny",
     "avsr_base",
+    "auto_avsr_config",
     "count_parameters",
 ]
+
+MODALITIES = ("audio", "video")
+AUDIO_FRONTENDS = ("mel", "resnet1d")
 
 IGNORE_ID = -1
 """Padding value of target token sequences."""
@@ -86,6 +97,26 @@ class AVSRConfig:
         dropout: dropout rate everywhere.
         ctc_weight: ``w`` in ``w * ctc + (1 - w) * attention``.
         label_smoothing: label smoothing of the attention cross-entropy.
+        modalities: inputs the model reads: ``["audio", "video"]`` (default)
+            or one of them (a single-modality model has no other frontend).
+        audio_frontend: ``"mel"`` (log-mel + conv subsampling) or
+            ``"resnet1d"`` (raw waveform, Auto-AVSR's 1-D ResNet-18).
+        resnet_act: activation of the ResNet frontends, ``"relu"``,
+            ``"swish"`` or ``"prelu"``.
+        frontend_width: stem width of the ``resnet1d`` audio frontend.
+        video_mean: video normalisation mean of [0, 1] pixels (on the centre crop).
+        video_std: video normalisation standard deviation.
+        attention: conformer self-attention, ``"rotary"`` or ``"rel_pos"``
+            (ESPnet relative positions; scales the conformer input by
+            ``sqrt(d_model)`` as ESPnet's positional encoding does).
+        ff_activation: feed-forward activation of encoder and decoder,
+            ``"swish"`` or ``"relu"``.
+        encoder_final_norm: LayerNorm after the conformer stack(s) (ESPnet's ``after_norm``).
+        stream_layers: conformer blocks per stream before the fusion (0: early
+            fusion only; Auto-AVSR's audio-visual model: 12, with no blocks after).
+        fusion: ``"concat"``, ``"mlp"`` or ``"none"`` (see :class:`avsr.models.fusion.AVFusion`).
+        fusion_hidden: hidden width of the ``"mlp"`` fusion.
+        span_masking: build the span masker (masked pretraining / fine-tuning).
     """
 
     vocab_size: int
@@ -121,6 +152,28 @@ class AVSRConfig:
     dropout: float = 0.1
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
+    modalities: list[str] = field(default_factory=lambda: ["audio", "video"])
+    audio_frontend: str = "mel"
+    resnet_act: str = "relu"
+    frontend_width: int = 64
+    video_mean: float = 0.421
+    video_std: float = 0.165
+    attention: str = "rotary"
+    ff_activation: str = "swish"
+    encoder_final_norm: bool = False
+    stream_layers: int = 0
+    fusion: str = "concat"
+    fusion_hidden: int = 8192
+    span_masking: bool = True
+
+    def __post_init__(self) -> None:
+        mods = list(self.modalities)
+        if not mods or len(set(mods)) != len(mods) or any(m not in MODALITIES for m in mods):
+            raise ValueError(f"modalities must be a non-empty subset of {list(MODALITIES)}, got {mods}")
+        if self.audio_frontend not in AUDIO_FRONTENDS:
+            raise ValueError(f"audio_frontend must be one of {AUDIO_FRONTENDS}, got {self.audio_frontend!r}")
+        if len(mods) == 1 and self.fusion != "none":
+            raise ValueError("a single-modality model needs fusion 'none'")
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> AVSRConfig:
@@ -139,13 +192,33 @@ class AVSRConfig:
         values = dict(config)
         if "video_layers" in values:
             values["video_layers"] = [int(n) for n in values["video_layers"]]
+        if "modalities" in values:
+            values["modalities"] = [str(m) for m in values["modalities"]]
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of all fields."""
         out = asdict(self)
         out["video_layers"] = list(out["video_layers"])
+        out["modalities"] = list(out["modalities"])
         return out
+
+
+def _conformer(c: AVSRConfig, n_layers: int) -> Conformer:
+    """A conformer stack with the settings of ``c``."""
+    return Conformer(
+        d_model=c.d_model,
+        n_layers=n_layers,
+        n_heads=c.encoder_heads,
+        d_ff=c.encoder_ff,
+        kernel_size=c.conv_kernel,
+        dropout=c.dropout,
+        conv_norm=c.conv_norm,
+        attention_window=c.attention_window,
+        attention=c.attention,
+        ff_activation=c.ff_activation,
+        final_norm=c.encoder_final_norm and n_layers > 0,
+    )
 
 
 def build_encoder(config: AVSRConfig) -> AVEncoder:
@@ -158,42 +231,47 @@ def build_encoder(config: AVSRConfig) -> AVEncoder:
         the :class:`AVEncoder`.
     """
     c = config
-    audio = AudioFrontend(
-        d_out=c.d_model,
-        n_mels=c.n_mels,
-        channels=c.audio_channels,
-        norm=c.audio_norm,
-        spec_augment=c.spec_augment,
-        freq_masks=c.freq_masks,
-        freq_width=c.freq_width,
-        time_masks=c.time_masks,
-        time_width=c.time_width,
-        dropout=c.dropout,
+    audio: nn.Module | None = None
+    if "audio" in c.modalities and c.audio_frontend == "mel":
+        audio = AudioFrontend(
+            d_out=c.d_model,
+            n_mels=c.n_mels,
+            channels=c.audio_channels,
+            norm=c.audio_norm,
+            spec_augment=c.spec_augment,
+            freq_masks=c.freq_masks,
+            freq_width=c.freq_width,
+            time_masks=c.time_masks,
+            time_width=c.time_width,
+            dropout=c.dropout,
+        )
+    elif "audio" in c.modalities:
+        audio = RawAudioFrontend(d_out=c.d_model, width=c.frontend_width, act=c.resnet_act, dropout=c.dropout)
+    video: VideoFrontend | None = None
+    if "video" in c.modalities:
+        video = VideoFrontend(
+            d_out=c.d_model,
+            width=c.video_width,
+            layers=tuple(c.video_layers),
+            crop_size=c.crop_size,
+            stem_stride=c.video_stem_stride,
+            augment=c.video_augment,
+            time_masks=c.video_time_masks,
+            time_mask_width=c.video_time_mask_width,
+            mean=c.video_mean,
+            std=c.video_std,
+            dropout=c.dropout,
+            act=c.resnet_act,
+        )
+    fusion = AVFusion(c.d_model, c.d_model, c.d_model, c.audio_drop_prob, c.video_drop_prob, c.dropout,
+                      mode=c.fusion, hidden=c.fusion_hidden)
+    masker = SpanMasker(c.d_model, c.mask_prob, c.mask_span) if c.span_masking else None
+    streams = c.stream_layers > 0
+    return AVEncoder(
+        audio, video, fusion, _conformer(c, c.encoder_layers), masker,
+        audio_encoder=_conformer(c, c.stream_layers) if streams and audio is not None else None,
+        video_encoder=_conformer(c, c.stream_layers) if streams and video is not None else None,
     )
-    video = VideoFrontend(
-        d_out=c.d_model,
-        width=c.video_width,
-        layers=tuple(c.video_layers),
-        crop_size=c.crop_size,
-        stem_stride=c.video_stem_stride,
-        augment=c.video_augment,
-        time_masks=c.video_time_masks,
-        time_mask_width=c.video_time_mask_width,
-        dropout=c.dropout,
-    )
-    fusion = AVFusion(c.d_model, c.d_model, c.d_model, c.audio_drop_prob, c.video_drop_prob, c.dropout)
-    conformer = Conformer(
-        d_model=c.d_model,
-        n_layers=c.encoder_layers,
-        n_heads=c.encoder_heads,
-        d_ff=c.encoder_ff,
-        kernel_size=c.conv_kernel,
-        dropout=c.dropout,
-        conv_norm=c.conv_norm,
-        attention_window=c.attention_window,
-    )
-    masker = SpanMasker(c.d_model, c.mask_prob, c.mask_span)
-    return AVEncoder(audio, video, fusion, conformer, masker)
 
 
 class AVSRModel(nn.Module):
@@ -236,6 +314,11 @@ class AVSRModel(nn.Module):
         self.ctc_weight = ctc_weight
         self.label_smoothing = label_smoothing
         self._config = dict(config or {})
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The inputs the model reads (see :attr:`AVEncoder.modalities`)."""
+        return self.encoder.modalities
 
     @property
     def config(self) -> dict[str, Any]:
@@ -389,7 +472,8 @@ def build_model(config: dict[str, Any] | AVSRConfig) -> AVSRModel:
     """
     cfg = config if isinstance(config, AVSRConfig) else AVSRConfig.from_dict(config)
     decoder = TransformerDecoder(
-        cfg.vocab_size, cfg.d_model, cfg.decoder_layers, cfg.decoder_heads, cfg.decoder_ff, cfg.dropout
+        cfg.vocab_size, cfg.d_model, cfg.decoder_layers, cfg.decoder_heads, cfg.decoder_ff, cfg.dropout,
+        cfg.ff_activation,
     )
     return AVSRModel(
         build_encoder(cfg),
@@ -458,6 +542,67 @@ def avsr_base(vocab_size: int, **overrides: Any) -> AVSRModel:
         the model.
     """
     return build_model({**BASE, **overrides, "vocab_size": vocab_size})
+
+
+def auto_avsr_config(vocab_size: int, modality: str = "video", **overrides: Any) -> dict[str, Any]:
+    """Config of Auto-AVSR's LRS3 models (Ma et al., ICASSP 2023), as published.
+
+    Width 768, 12 heads, feed-forward 3072, 12 relative-position conformer
+    blocks (macaron, kernel 31, batch norm, swish convolution module, ReLU
+    feed-forward) with ``after_norm``, a 6-block decoder; swish ResNet-18
+    frontends (video: 3-D stem; audio: raw waveform 1-D). The audio-visual
+    model encodes each stream with its own 12 blocks and fuses them with an
+    MLP (hidden 8192). Dropout as in their training (0.1); their crop
+    normalisation (mean 0.421, std 0.165 on the 88×88 centre crop).
+
+    Args:
+        vocab_size: output size (their ``odim``: units + blank + eos).
+        modality: ``"video"``, ``"audio"`` or ``"av"``.
+        **overrides: other :class:`AVSRConfig` fields (e.g. small widths for tests).
+
+    Returns:
+        the config dict for :func:`build_model`.
+    """
+    if modality not in ("video", "audio", "av"):
+        raise ValueError(f"modality must be video, audio or av, got {modality!r}")
+    config: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        "d_model": 768,
+        "modalities": ["audio", "video"] if modality == "av" else [modality],
+        "audio_frontend": "resnet1d",
+        "resnet_act": "swish",
+        "frontend_width": 64,
+        "video_width": 64,
+        "video_layers": [2, 2, 2, 2],
+        "crop_size": 88,
+        "video_stem_stride": 2,
+        "video_mean": 0.421,
+        "video_std": 0.165,
+        "attention": "rel_pos",
+        "ff_activation": "relu",
+        "encoder_final_norm": True,
+        "encoder_heads": 12,
+        "encoder_ff": 3072,
+        "conv_kernel": 31,
+        "conv_norm": "batch",
+        "encoder_layers": 0 if modality == "av" else 12,
+        "stream_layers": 12 if modality == "av" else 0,
+        "fusion": "mlp" if modality == "av" else "none",
+        "fusion_hidden": 8192,
+        "decoder_layers": 6,
+        "decoder_heads": 12,
+        "decoder_ff": 3072,
+        "dropout": 0.1,
+        "ctc_weight": 0.1,
+        "label_smoothing": 0.1,
+        "spec_augment": False,
+        "video_augment": True,
+        "audio_drop_prob": 0.0,
+        "video_drop_prob": 0.0,
+        "span_masking": False,
+    }
+    config.update(overrides)
+    return config
 
 
 def count_parameters(module: nn.Module) -> int:

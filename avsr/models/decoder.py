@@ -3,7 +3,10 @@
 The decoder is a pre-LayerNorm transformer: token embedding scaled by
 ``sqrt(d_model)`` plus sinusoidal positions (no length limit), then blocks
 of causal self-attention, cross-attention to the encoder output (with its
-key padding mask) and a feed-forward layer.
+key padding mask) and a feed-forward layer. This is ESPnet's transformer
+decoder (``embed``, ``norm1``/``self_attn``, ``norm2``/``src_attn``,
+``norm3``/``feed_forward``, ``after_norm``, ``output_layer``); with
+``ff_activation="relu"`` it computes exactly what ESPnet's does.
 
 Besides the full-prefix ``forward`` (training, rescoring), the decoder has an
 incremental API for search: :meth:`TransformerDecoder.precompute_memory`
@@ -88,15 +91,17 @@ class DecoderLayer(nn.Module):
         n_heads: attention heads.
         d_ff: feed-forward hidden dimension.
         dropout: dropout rate.
+        ff_activation: ``"swish"`` or ``"relu"`` (ESPnet's decoder, as in Auto-AVSR).
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
+                 ff_activation: str = "swish") -> None:
         super().__init__()
         self.self_norm = nn.LayerNorm(d_model)
         self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
         self.cross_norm = nn.LayerNorm(d_model)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout)
-        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.ffn = FeedForward(d_model, d_ff, dropout, ff_activation)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:
@@ -167,6 +172,7 @@ class TransformerDecoder(nn.Module):
         n_heads: attention heads.
         d_ff: feed-forward hidden dimension.
         dropout: dropout rate.
+        ff_activation: ``"swish"`` or ``"relu"`` in the feed-forward blocks.
 
     Example:
         >>> dec = TransformerDecoder(vocab_size=10, d_model=16, n_layers=1, n_heads=2, d_ff=32)
@@ -183,6 +189,7 @@ class TransformerDecoder(nn.Module):
         n_heads: int = 4,
         d_ff: int = 1024,
         dropout: float = 0.1,
+        ff_activation: str = "swish",
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -192,7 +199,9 @@ class TransformerDecoder(nn.Module):
         # positions (RMS 0.71), so word order stays visible at init.
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)
         self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(d_model, n_heads, d_ff, dropout, ff_activation) for _ in range(n_layers)
+        )
         self.norm = nn.LayerNorm(d_model)
         self.out = nn.Linear(d_model, vocab_size)
 

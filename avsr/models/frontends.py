@@ -11,6 +11,14 @@ utterance does not depend on the padding that follows it in a batch.
   normalisation -> Conv3d stem (5×7×7 over time×H×W) -> 2-D ResNet trunk
   run on every valid frame (time folded into the batch) -> global average
   pooling -> linear. ``T`` frames give ``T`` steps.
+* :class:`RawAudioFrontend`: Auto-AVSR's raw-waveform audio frontend:
+  per-utterance waveform normalisation -> Conv1d (kernel 80, stride 4) ->
+  1-D ResNet-18 (×8 more) -> average pooling over 20 steps -> linear.
+  ``N`` samples give ``floor(N / 640)`` steps (Auto-AVSR drops the last
+  partial step).
+
+The ResNets' activation is a switch (``"relu"``, ``"swish"``, ``"prelu"``):
+ReLU for this toolkit's models, swish for Auto-AVSR's.
 """
 
 from __future__ import annotations
@@ -23,7 +31,29 @@ from torch import Tensor, nn
 from avsr.audio.features import Fbank, FeatureNorm, SpecAugment, lengths_to_mask, spec_augment, zero_after
 from avsr.errors import InputError
 
-__all__ = ["Conv2dSubsampling", "AudioFrontend", "BasicBlock", "ResNetTrunk", "VideoFrontend"]
+__all__ = [
+    "ACTIVATIONS",
+    "Conv2dSubsampling",
+    "AudioFrontend",
+    "BasicBlock",
+    "ResNetTrunk",
+    "VideoFrontend",
+    "RawAudioFrontend",
+]
+
+ACTIVATIONS = ("relu", "swish", "prelu")
+"""Activations of the ResNet frontends."""
+
+
+def _activation(kind: str, channels: int) -> nn.Module:
+    """A ResNet activation: ReLU, swish (SiLU) or a per-channel PReLU."""
+    if kind == "relu":
+        return nn.ReLU(inplace=True)
+    if kind == "swish":
+        return nn.SiLU(inplace=True)
+    if kind == "prelu":
+        return nn.PReLU(num_parameters=channels)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
 
 
 def _halve(lengths: Tensor) -> Tensor:
@@ -169,32 +199,57 @@ class AudioFrontend(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block (two 3×3 convolutions with batch norm and a shortcut).
+    """ResNet basic block (two 3×3 convolutions with batch norm and a shortcut), 2-D or 1-D.
 
     Args:
         c_in: input channels.
         c_out: output channels.
         stride: stride of the first convolution (and of the shortcut projection).
+        act: activation, one of :data:`ACTIVATIONS` (``"prelu"`` learns one
+            slope per channel, separately after each convolution).
+        dims: 2 (frames, ``(N, C, H, W)``) or 1 (waveforms, ``(N, C, T)``).
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, act: str = "relu", dims: int = 2) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.act = nn.ReLU(inplace=True)
+        if dims not in (1, 2):
+            raise ValueError("dims must be 1 or 2")
+        conv = nn.Conv2d if dims == 2 else nn.Conv1d
+        norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
+        self.conv1 = conv(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm(c_out)
+        self.conv2 = conv(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = norm(c_out)
+        self.act1 = _activation(act, c_out)
+        self.act2 = _activation(act, c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            self.shortcut = nn.Sequential(conv(c_in, c_out, 1, stride=stride, bias=False), norm(c_out))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, c_in, H, W) -> (N, c_out, H / stride, W / stride)."""
-        y = self.act(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return self.act(y + self.shortcut(x))
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(N, c_in, H, W) or (N, c_in, T) -> output at ``1 / stride`` the resolution.
+
+        With ``lengths`` (1-D only: valid output steps per row), steps past
+        them are zeroed before the second convolution and in the output, so
+        a padded row gives what it gives alone.
+        """
+        y = self.act1(self.bn1(self.conv1(x)))
+        if lengths is not None:
+            y = zero_after(y, lengths, 2)
+        y = self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
+        return zero_after(y, lengths, 2) if lengths is not None else y
+
+
+def _stages(c_in: int, width: int, layers: Sequence[int], act: str, dims: int) -> tuple[nn.Sequential, int]:
+    """ResNet stages: stage ``i`` has ``width * 2**i`` channels and stride 2 (1 for the first)."""
+    blocks: list[nn.Module] = []
+    c = c_in
+    for i, n_blocks in enumerate(layers):
+        c_out = width * 2**i
+        for j in range(n_blocks):
+            blocks.append(BasicBlock(c, c_out, stride=2 if (i > 0 and j == 0) else 1, act=act, dims=dims))
+            c = c_out
+    return nn.Sequential(*blocks), c
 
 
 class ResNetTrunk(nn.Module):
@@ -207,19 +262,12 @@ class ResNetTrunk(nn.Module):
         c_in: input channels (the stem's width).
         width: channels of the first stage.
         layers: blocks per stage.
+        act: activation of the blocks (:data:`ACTIVATIONS`).
     """
 
-    def __init__(self, c_in: int, width: int, layers: Sequence[int]) -> None:
+    def __init__(self, c_in: int, width: int, layers: Sequence[int], act: str = "relu") -> None:
         super().__init__()
-        blocks: list[nn.Module] = []
-        c = c_in
-        for i, n_blocks in enumerate(layers):
-            c_out = width * 2**i
-            for j in range(n_blocks):
-                blocks.append(BasicBlock(c, c_out, stride=2 if (i > 0 and j == 0) else 1))
-                c = c_out
-        self.blocks = nn.Sequential(*blocks)
-        self.out_channels = c
+        self.blocks, self.out_channels = _stages(c_in, width, layers, act, dims=2)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, c_in, H, W) -> (N, out_channels)."""
@@ -254,6 +302,7 @@ class VideoFrontend(nn.Module):
         mean: normalisation mean of [0, 1] pixel values.
         std: normalisation standard deviation.
         dropout: dropout on the output.
+        act: activation of the stem and the trunk (:data:`ACTIVATIONS`).
 
     Example:
         >>> fe = VideoFrontend(d_out=16, width=4, layers=(1, 1), crop_size=24).eval()
@@ -276,6 +325,7 @@ class VideoFrontend(nn.Module):
         mean: float = 0.421,
         std: float = 0.165,
         dropout: float = 0.0,
+        act: str = "relu",
     ) -> None:
         super().__init__()
         self.crop_size = crop_size
@@ -295,9 +345,9 @@ class VideoFrontend(nn.Module):
         )
         self.stem_bn = nn.BatchNorm2d(width)
         self.stem_pool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.trunk = ResNetTrunk(width, width, tuple(layers))
+        self.trunk = ResNetTrunk(width, width, tuple(layers), act)
         self.out = nn.Linear(self.trunk.out_channels, d_out)
-        self.act = nn.ReLU(inplace=True)
+        self.act = _activation(act, width)
         self.dropout = nn.Dropout(dropout)
         self.d_out = d_out
 
@@ -371,3 +421,99 @@ class VideoFrontend(nn.Module):
         pooled = self.out(self.trunk(frames))  # (sum T, d_out)
         out = out.masked_scatter(valid.unsqueeze(-1), pooled)
         return self.dropout(out), lengths
+
+
+class RawAudioFrontend(nn.Module):
+    """Raw waveform -> 1-D ResNet -> (B, T, d_out) at 25 fps (Auto-AVSR's ``Conv1dResNet``).
+
+    Each utterance is normalised to zero mean and unit variance over its
+    valid samples (Auto-AVSR's ``layer_norm`` of the waveform, epsilon
+    1e-8) and cut to whole 640-sample steps; a Conv1d stem (kernel 80,
+    stride 4) + batch norm + activation, ResNet stages of
+    :class:`BasicBlock` (1-D; strides 1, 2, 2, 2) and an average pooling
+    over 20 steps give one vector per 640 samples, projected to ``d_out``.
+    Steps past each utterance are zeroed between the layers, so a padded
+    utterance gives what it gives alone.
+
+    Args:
+        d_out: output feature dimension.
+        width: stem channels and first stage width (64 as in Auto-AVSR).
+        layers: blocks per stage ((2, 2, 2, 2) = ResNet-18).
+        act: activation (:data:`ACTIVATIONS`; Auto-AVSR: ``"swish"``).
+        dropout: dropout on the output.
+
+    Example:
+        >>> fe = RawAudioFrontend(d_out=16, width=4, layers=(1, 1, 1, 1)).eval()
+        >>> y, n = fe(torch.randn(2, 16000), torch.tensor([16000, 7000]))
+        >>> tuple(y.shape), n.tolist()
+        ((2, 25, 16), [25, 10])
+    """
+
+    SAMPLES_PER_STEP = 640
+
+    def __init__(
+        self,
+        d_out: int = 256,
+        width: int = 64,
+        layers: Sequence[int] = (2, 2, 2, 2),
+        act: str = "swish",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(layers) != 4:
+            raise ValueError("the raw audio ResNet needs 4 stages (x4 stem, x8 stages, /20 pooling = 640 samples)")
+        self.stem_conv = nn.Conv1d(1, width, kernel_size=80, stride=4, padding=38, bias=False)
+        self.stem_bn = nn.BatchNorm1d(width)
+        self.act = _activation(act, width)
+        self.blocks, channels = _stages(width, width, tuple(layers), act, dims=1)
+        self.pool = nn.AvgPool1d(20, 20)
+        self.out = nn.Linear(channels, d_out)
+        self.dropout = nn.Dropout(dropout)
+        self.d_out = d_out
+
+    @staticmethod
+    def normalize(waveform: Tensor, lengths: Tensor) -> Tensor:
+        """Zero mean, unit variance per utterance over its valid samples; padding stays 0.
+
+        Args:
+            waveform: (B, N) float.
+            lengths: (B,) valid samples.
+
+        Returns:
+            (B, N) normalised waveform.
+        """
+        valid = lengths_to_mask(lengths, waveform.size(1)).to(waveform.dtype)
+        count = lengths.clamp(min=1).to(waveform.dtype).unsqueeze(1)
+        mean = (waveform * valid).sum(dim=1, keepdim=True) / count
+        var = (((waveform - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
+        return (waveform - mean) / torch.sqrt(var + 1e-8) * valid
+
+    def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Encode waveforms.
+
+        Args:
+            waveform: (B, N) float 16 kHz waveform.
+            lengths: (B,) valid samples (default: all ``N``).
+
+        Returns:
+            feats: (B, floor(N / 640), d_out), zero past ``out_lengths``.
+            out_lengths: (B,) ``floor(lengths / 640)``.
+        """
+        if waveform.dim() != 2:
+            raise InputError(None, f"audio must be (batch, samples), got {tuple(waveform.shape)}")
+        if lengths is None:
+            lengths = torch.full((waveform.size(0),), waveform.size(1), device=waveform.device)
+        lengths = lengths.to(device=waveform.device, dtype=torch.long)
+        step = self.SAMPLES_PER_STEP
+        out_lengths = torch.div(lengths, step, rounding_mode="floor")
+        steps = waveform.size(1) // step
+        x = self.normalize(waveform.float(), lengths)[:, : steps * step]
+        x = zero_after(x, out_lengths * step, 1).unsqueeze(1)  # (B, 1, N'): whole steps only
+        n = out_lengths * (step // 4)
+        x = zero_after(self.act(self.stem_bn(self.stem_conv(x))), n, 2)
+        for block in self.blocks:
+            if block.conv1.stride[0] == 2:
+                n = _halve(n)
+            x = block(x, n)
+        y = self.out(self.pool(x).transpose(1, 2))  # (B, steps, d_out)
+        return self.dropout(zero_after(y, out_lengths, 1)), out_lengths

@@ -11,6 +11,11 @@ modality dropout, which is what lets one model serve AV, audio-only and
 video-only decoding. AV-HuBERT compared concatenation with summation and
 kept concatenation; cross-attention fusion adds parameters and cost
 without a clear gain at this scale.
+
+Two more modes serve imported models: ``"mlp"`` is Auto-AVSR's late fusion
+(an MLP with batch norm over the concatenated outputs of two per-stream
+conformers) and ``"none"`` passes the one stream of a single-modality
+model through unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from torch import Tensor, nn
 
 from avsr.audio.features import zero_after
 
-__all__ = ["align_lengths", "fused_lengths", "ModalityDropout", "AVFusion"]
+__all__ = ["FUSION_MODES", "align_lengths", "fused_lengths", "ModalityDropout", "AVFusion"]
+
+FUSION_MODES = ("concat", "mlp", "none")
+"""``concat``: linear + LayerNorm; ``mlp``: Linear-BatchNorm-ReLU-Linear; ``none``: one stream, as is."""
 
 
 def align_lengths(x: Tensor, lengths: Tensor, steps: int) -> tuple[Tensor, Tensor]:
@@ -148,6 +156,12 @@ class AVFusion(nn.Module):
         audio_drop_prob: modality dropout, probability of dropping audio.
         video_drop_prob: modality dropout, probability of dropping video.
         dropout: dropout after the projection.
+        mode: one of :data:`FUSION_MODES`. ``"concat"``: ``LayerNorm(W [a; v])``;
+            ``"mlp"``: ``W2 ReLU(BN(W1 [a; v]))`` (Auto-AVSR's ``MLPHead``;
+            note the order: audio first, then video); ``"none"``: the one
+            stream given is returned as it is (needs ``d_audio == d_video ==
+            d_model``).
+        hidden: hidden width of the ``"mlp"`` mode.
 
     Example:
         >>> fusion = AVFusion(8, 6, 16).eval()
@@ -164,14 +178,33 @@ class AVFusion(nn.Module):
         audio_drop_prob: float = 0.0,
         video_drop_prob: float = 0.0,
         dropout: float = 0.0,
+        mode: str = "concat",
+        hidden: int = 8192,
     ) -> None:
         super().__init__()
+        if mode not in FUSION_MODES:
+            raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {mode!r}")
+        if mode == "none" and not d_audio == d_video == d_model:
+            raise ValueError("fusion mode 'none' needs equal audio, video and model widths")
         self.d_audio = d_audio
         self.d_video = d_video
+        self.mode = mode
         self.modality_dropout = ModalityDropout(audio_drop_prob, video_drop_prob)
-        self.proj = nn.Linear(d_audio + d_video, d_model)
-        self.norm = nn.LayerNorm(d_model)
+        if mode == "concat":
+            self.proj = nn.Linear(d_audio + d_video, d_model)
+            self.norm = nn.LayerNorm(d_model)
+        elif mode == "mlp":
+            self.fc1 = nn.Linear(d_audio + d_video, hidden)
+            self.bn1 = nn.BatchNorm1d(hidden)
+            self.fc2 = nn.Linear(hidden, d_model)
         self.dropout = nn.Dropout(dropout)
+
+    def _project(self, x: Tensor) -> Tensor:
+        """(B, T, d_audio + d_video) -> (B, T, d_model)."""
+        if self.mode == "concat":
+            return self.norm(self.proj(x))
+        h = self.bn1(self.fc1(x).transpose(1, 2)).transpose(1, 2)
+        return self.fc2(nn.functional.relu(h))
 
     def forward(
         self,
@@ -196,6 +229,12 @@ class AVFusion(nn.Module):
         lengths = fused_lengths(
             audio_lengths if audio is not None else None, video_lengths if video is not None else None
         )
+        if self.mode == "none":
+            if both:
+                raise ValueError("fusion mode 'none' takes one stream, got audio and video")
+            one = audio if audio is not None else video
+            assert one is not None
+            return self.dropout(zero_after(one, lengths)), lengths
         steps = int(lengths.max().item())
         ref = audio if audio is not None else video
         assert ref is not None
@@ -212,5 +251,5 @@ class AVFusion(nn.Module):
             audio, video, _, _ = self.modality_dropout(
                 audio, video, audio_lengths > 0, video_lengths > 0
             )
-        fused = self.norm(self.proj(torch.cat([audio, video], dim=-1)))
+        fused = self._project(torch.cat([audio, video], dim=-1))
         return self.dropout(zero_after(fused, lengths)), lengths

@@ -19,183 +19,42 @@ interrupted.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import math
-import os
-import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import speechbrain as sb
 import torch
-from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
-from torch import nn
 
-from avsr.data.augment import NoiseMixer, UtteranceJoiner, rank_file
-from avsr.data.dataset import Batch, batch_tensors
+from avsr.data.dataset import Batch
 from avsr.decoding.ctc import greedy_ctc
 from avsr.evaluation import MODALITIES
 from avsr.metrics import error_counts
 from avsr.tokenizer import Tokenizer
+from avsr.training.brain import RandomStates, RecipeBrain, modality_inputs, trace_file, unwrap
 
 __all__ = ["RandomStates", "AVSRBrain", "MODALITIES", "unwrap", "trace_file"]
 
 logger = logging.getLogger(__name__)
 
 
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The model inside a DDP / DataParallel wrapper (or the module itself)."""
-    return module.module if hasattr(module, "module") else module
-
-
-@functools.partial(register_checkpoint_hooks, save_on_main_only=False)
-class RandomStates:
-    """Checkpoint recoverable for the global random generators (torch, CUDA, numpy, random).
-
-    Every DDP rank saves its own generators (rank N to ``path.rank<N>``); a
-    rank without a saved state (resumed with more ranks) takes rank 0's.
-    """
-
-    @mark_as_saver
-    def _save(self, path: str | os.PathLike) -> None:
-        _, keys, pos, has_gauss, cached = np.random.get_state()
-        version, internal, gauss = random.getstate()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state()
-        torch.save(state, rank_file(path))
-
-    @mark_as_loader
-    def _load(self, path: str | os.PathLike, end_of_epoch: bool = False) -> None:
-        del end_of_epoch
-        mine = rank_file(path)
-        state = torch.load(mine if mine.is_file() else path, weights_only=True)
-        torch.set_rng_state(state["torch"])
-        n, p = state["numpy"], state["python"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-        random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss"]))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"])
-
-
-def trace_file(folder: str | os.PathLike, name: str, suffix: str) -> Path:
-    """``<folder>/<name>.rank<N><suffix>``: a file of the opt-in ``trace_folder`` hparam."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return Path(folder) / f"{name}.rank{int(os.environ.get('RANK', 0))}{suffix}"
-
-
-class AVSRBrain(sb.Brain):
+class AVSRBrain(RecipeBrain):
     """SpeechBrain ``Brain`` for :class:`avsr.models.AVSRModel`.
 
-    Modules: ``model``. Hparams used (besides SpeechBrain's run options):
-    ``tokenizer`` (:class:`avsr.tokenizer.Tokenizer`), ``train_noise``
-    (:class:`NoiseMixer` or ``None``), ``valid_noise`` (:class:`NoiseMixer`
-    or ``None``, re-seeded with ``valid_noise_seed`` at every validation),
-    ``train_join`` (:class:`UtteranceJoiner` or ``None``, applied before the noise),
-    ``lr_annealing`` (a SpeechBrain scheduler called per optimizer step),
-    ``epoch_counter``, ``train_logger`` (optional), ``tensorboard_logger``
-    (optional), ``keep_best`` (checkpoints kept for averaging),
-    ``span_mask`` (span-mask the encoder input in training),
-    ``valid_modalities`` (subset of :data:`MODALITIES`), ``trace_folder``
-    (optional, for tests and debugging: each rank appends one JSON line per
-    training batch, ``{"epoch", "step", "optimizer_step", "ids"}``, to
-    ``<trace_folder>/batches.rank<N>.jsonl``; the recipe runner also writes
-    each rank's final weights there).
+    Modules: ``model``. Hparams used besides :class:`RecipeBrain`'s:
+    ``tokenizer`` (:class:`avsr.tokenizer.Tokenizer`), ``span_mask``
+    (span-mask the encoder input in training), ``valid_modalities`` (subset
+    of :data:`MODALITIES`). Checkpoints are kept and averaged by the mean
+    validation WER of the modalities; the recipe runner also writes each
+    rank's final weights to the ``trace_folder``.
     """
 
-    #: Validation statistic that selects and averages checkpoints, and whether larger is better.
-    select_key: str = "WER"
-    select_max: bool = False
-
-    def on_fit_start(self) -> None:
-        """Register the generators in the checkpointer, then let SpeechBrain recover."""
-        if self.checkpointer is not None:
-            if "random_states" not in self.checkpointer.recoverables:
-                self.checkpointer.add_recoverable("random_states", RandomStates())
-            noise = getattr(self.hparams, "train_noise", None)
-            if noise is not None and "train_noise" not in self.checkpointer.recoverables:
-                self.checkpointer.add_recoverable("train_noise", noise)
-            joiner = getattr(self.hparams, "train_join", None)
-            if joiner is not None and "train_join" not in self.checkpointer.recoverables:
-                # optional: a run that switches joining on resumes from its earlier checkpoints
-                self.checkpointer.add_recoverable("train_join", joiner, optional_load=True)
-        super().on_fit_start()
-        # The schedule's length follows the current config, also after a resume
-        # with a different number of epochs (the checkpoint holds the old one).
-        annealing = getattr(self.hparams, "lr_annealing", None)
-        total = getattr(self.hparams, "lr_total_steps", None)
-        if total and annealing is not None and hasattr(annealing, "num_training_steps"):
-            annealing.num_training_steps = int(total)
-
-    def _wrap_distributed(self) -> None:
-        """SpeechBrain's DDP wrapping, but on CPU without ``SyncBatchNorm`` (which needs GPUs).
-
-        On CPU the batch-norm buffers are broadcast from rank 0 at every
-        forward (DDP's default), so the ranks still hold the same model.
-        """
-        if self.distributed_launch and not str(self.device).startswith("cuda"):
-            from torch.nn.parallel import DistributedDataParallel
-
-            for name, module in self.modules.items():
-                if any(p.requires_grad for p in module.parameters()):
-                    self.modules[name] = DistributedDataParallel(
-                        module, find_unused_parameters=self.find_unused_parameters
-                    )
-            return
-        super()._wrap_distributed()
-
-    def make_dataloader(self, dataset: Any, stage: sb.Stage, ckpt_prefix: str | None = "dataloader-", **loader_kwargs: Any):
-        """SpeechBrain's loader, made reproducible across a kill and a resume.
-
-        * The loader gets its own ``torch.Generator`` (seeded by ``seed``):
-          otherwise each new iterator draws its base seed from the global
-          generator, and a resumed run, which makes one more iterator than
-          the interrupted one, would continue from a shifted random state.
-        * A ``batch_sampler`` (the duration batches) becomes the Brain's
-          ``train_sampler`` outside DDP too, so ``set_epoch`` reshuffles it
-          every epoch (SpeechBrain calls it only on a DDP wrapper or its own
-          shuffling sampler; without this every epoch had the same order).
-        """
-        if loader_kwargs.get("generator") is None:
-            seed = int(getattr(self.hparams, "seed", 0))
-            loader_kwargs["generator"] = torch.Generator().manual_seed(seed + list(sb.Stage).index(stage))
-        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
-        sampler = loader_kwargs.get("batch_sampler")
-        if stage == sb.Stage.TRAIN and self.train_sampler is None and hasattr(sampler, "set_epoch"):
-            self.train_sampler = sampler
-        return loader
-
-    # ------------------------------------------------------------------ helpers
-
-    @property
-    def model(self) -> nn.Module:
-        """The bare model (unwrapped from DDP)."""
-        return unwrap(self.modules.model)
+    selection_key = "WER"
 
     @property
     def tokenizer(self) -> Tokenizer:
         return self.hparams.tokenizer
-
-    def _batch(self, batch: Any, stage: sb.Stage) -> Batch:
-        b = batch_tensors(batch).to(self.device)
-        joiner: UtteranceJoiner | None = getattr(self.hparams, "train_join", None)
-        if joiner is not None and stage == sb.Stage.TRAIN:
-            b = joiner(b)
-        mixer: NoiseMixer | None = getattr(
-            self.hparams, "train_noise" if stage == sb.Stage.TRAIN else "valid_noise", None
-        )
-        if mixer is not None and b.audio is not None:
-            b.audio = mixer.mix_batch(b.audio, b.audio_lengths)
-        return b
 
     # ----------------------------------------------------------- SpeechBrain API
 
@@ -212,13 +71,10 @@ class AVSRBrain(sb.Brain):
         model = self.model
         hyps: dict[str, list[str]] = {}
         for modality in getattr(self.hparams, "valid_modalities", MODALITIES):
-            audio = b.audio if modality in ("av", "audio") else None
-            video = b.video if modality in ("av", "video") else None
-            if audio is None and video is None:
+            inputs = modality_inputs(b, modality)
+            if inputs[0] is None and inputs[2] is None:
                 continue
-            enc, lengths = model.encode(
-                audio, b.audio_lengths if audio is not None else None, video, b.video_lengths if video is not None else None
-            )
+            enc, lengths = model.encode(*inputs)
             ids = greedy_ctc(model.ctc_log_probs(enc), lengths, blank=model.blank_id)
             hyps[modality] = [self.tokenizer.decode(seq) for seq in ids]
         return hyps
@@ -235,25 +91,12 @@ class AVSRBrain(sb.Brain):
             self._acc.append(float(out["acc"]))
         return out["loss"]
 
-    def on_fit_batch_end(self, batch: Any, outputs: Any, loss: torch.Tensor, should_step: bool) -> None:
-        """Advance the learning-rate schedule after every optimizer step."""
-        if should_step and getattr(self.hparams, "lr_annealing", None) is not None:
-            self.hparams.lr_annealing(self.optimizer)
-        trace = getattr(self.hparams, "trace_folder", None)
-        if trace:
-            record = {"epoch": int(self.hparams.epoch_counter.current), "step": self.step,
-                      "optimizer_step": self.optimizer_step, "ids": list(batch.id)}
-            with open(trace_file(trace, "batches", ".jsonl"), "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
     def on_stage_start(self, stage: sb.Stage, epoch: int | None = None) -> None:
         """Reset validation counters and re-seed the validation noise."""
+        super().on_stage_start(stage, epoch)
         if stage != sb.Stage.TRAIN:
             self._errors: dict[str, list[int]] = {}
             self._acc: list[float] = []
-            mixer = getattr(self.hparams, "valid_noise", None)
-            if mixer is not None:
-                mixer.rng = np.random.default_rng(int(getattr(self.hparams, "valid_noise_seed", 1234)))
 
     def wers(self) -> dict[str, float]:
         """WER (%) per modality of the last validation or test pass."""
@@ -269,40 +112,5 @@ class AVSRBrain(sb.Brain):
         stats.update({f"WER_{m}": round(w, 2) for m, w in wers.items()})
         stats["WER"] = round(float(np.mean(list(wers.values()))), 3) if wers else math.nan
         if stage == sb.Stage.VALID:
-            lr = self.optimizer.param_groups[0]["lr"]
-            epoch_stats = {"epoch": epoch, "lr": lr, "steps": self.optimizer_step}
-            for name in ("train_logger", "tensorboard_logger"):
-                log = getattr(self.hparams, name, None)
-                if log is not None:
-                    log.log_stats(stats_meta=epoch_stats, train_stats=getattr(self, "train_stats", None), valid_stats=stats)
-            if self.checkpointer is not None:
-                self.checkpointer.save_and_keep_only(
-                    meta={"WER": stats["WER"], "epoch": epoch},
-                    min_keys=["WER"],
-                    num_to_keep=int(getattr(self.hparams, "keep_best", 5)),
-                )
+            self.end_validation(epoch, stats)
         self.last_stats = stats
-
-    # ---------------------------------------------------------------- export
-
-    def average_best(self, n_best: int | None = None) -> list[str]:
-        """Load the average of the ``n_best`` best checkpoints (by :attr:`select_key`) into the model.
-
-        Returns:
-            the names of the averaged checkpoints (empty when there are none).
-        """
-        if self.checkpointer is None:
-            return []
-        n_best = int(n_best or getattr(self.hparams, "keep_best", 5))
-        key = self.select_key
-        ckpts = self.checkpointer.find_checkpoints(
-            **{"max_key" if self.select_max else "min_key": key}, max_num_checkpoints=n_best,
-            ckpt_predicate=lambda c: key in c.meta,
-        )
-        if not ckpts:
-            return []
-        state = sb.utils.checkpoints.average_checkpoints(
-            ckpts, "model", parameter_loader=lambda p, map_location=None: torch.load(p, map_location="cpu", weights_only=True)
-        )
-        self.model.load_state_dict(state)
-        return [Path(c.path).name for c in ckpts]

@@ -1,12 +1,13 @@
 """Audio-visual speech enhancement training on SpeechBrain's ``Brain``.
 
-:class:`EnhanceBrain` is :class:`avsr.training.asr.AVSRBrain` with the
-task's own forward pass and statistics; everything else is shared: DDP
-(gloo on CPU), the reproducible data loader, the random generators and the
-mixer's generator as checkpoint recoverables (a resumed run is the run that
-was interrupted), intra-epoch checkpoints, the learning-rate schedule per
-optimizer step, the opt-in batch trace, and the averaging of the best
-checkpoints.
+:class:`EnhanceBrain` is :class:`avsr.training.brain.RecipeBrain` with the
+task's own forward pass and statistics; everything else is shared with the
+recognition and pretraining Brains: DDP (gloo on CPU), the reproducible
+data loader, the random generators and the mixer's generator as checkpoint
+recoverables (a resumed run is the run that was interrupted), intra-epoch
+checkpoints, the learning-rate schedule per optimizer step, the opt-in
+batch trace, logging, and keeping and averaging the best checkpoints by a
+selection statistic (here the largest mean SI-SDR improvement).
 
 ``compute_forward`` makes the mixture of each clean utterance on the fly
 (:class:`avsr.data.augment.InterferenceMixer`: noise of the training
@@ -21,40 +22,34 @@ the two, so the selected model serves both modes.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
-import numpy as np
 import speechbrain as sb
 import torch
 
 from avsr.data.augment import InterferenceMixer
 from avsr.data.dataset import Batch, batch_tensors
 from avsr.models.enhancer import si_sdr_loss
-from avsr.training.asr import AVSRBrain
+from avsr.training.brain import RecipeBrain
 
 __all__ = ["EnhanceBrain"]
 
-logger = logging.getLogger(__name__)
 
-
-class EnhanceBrain(AVSRBrain):
+class EnhanceBrain(RecipeBrain):
     """SpeechBrain ``Brain`` for :class:`avsr.models.enhancer.EnhancerModel`.
 
-    Modules: ``model``. Hparams used (besides SpeechBrain's run options and
-    those :class:`AVSRBrain` documents: ``lr_annealing``, ``epoch_counter``,
-    loggers, ``keep_best``, ``trace_folder``): ``train_noise`` and
-    ``valid_noise`` (:class:`InterferenceMixer`; the validation one is
-    re-seeded with ``valid_noise_seed`` at every validation), ``speakers``
-    (utterance id -> speaker, so a competing talker is someone else).
-    Validation statistics: ``SISDR_noisy`` (the mixtures), ``SISDRi_av``,
-    ``SISDRi_audio`` (improvements in dB) and their mean ``SISDRi``, which
-    selects checkpoints (largest best).
+    Modules: ``model``. Hparams used besides :class:`RecipeBrain`'s (whose
+    ``train_noise`` and ``valid_noise`` are :class:`InterferenceMixer`
+    here; no ``train_join``): ``speakers`` (utterance id -> speaker, so a
+    competing talker is someone else). Validation statistics:
+    ``SISDR_noisy`` (the mixtures), ``SISDRi_av``, ``SISDRi_audio``
+    (improvements in dB) and their mean ``SISDRi``, which selects
+    checkpoints (largest best).
     """
 
-    select_key = "SISDRi"
-    select_max = True
+    selection_key = "SISDRi"
+    selection_max = True
 
     def _mixture(self, batch: Any, stage: sb.Stage) -> tuple[Batch, torch.Tensor]:
         """The clean batch and its on-the-fly mixtures."""
@@ -90,12 +85,10 @@ class EnhanceBrain(AVSRBrain):
 
     def on_stage_start(self, stage: sb.Stage, epoch: int | None = None) -> None:
         """Reset the validation sums and re-seed the validation mixer."""
+        super().on_stage_start(stage, epoch)
         if stage != sb.Stage.TRAIN:
             self._sums: dict[str, float] = {}
             self._count = 0
-            mixer = getattr(self.hparams, "valid_noise", None)
-            if mixer is not None:
-                mixer.rng = np.random.default_rng(int(getattr(self.hparams, "valid_noise_seed", 1234)))
 
     def on_stage_end(self, stage: sb.Stage, stage_loss: float, epoch: int | None = None) -> None:
         """Log, and at the end of validation keep the best checkpoints by mean SI-SDR improvement."""
@@ -113,16 +106,5 @@ class EnhanceBrain(AVSRBrain):
         else:
             stats["SISDRi"] = math.nan
         if stage == sb.Stage.VALID:
-            lr = self.optimizer.param_groups[0]["lr"]
-            epoch_stats = {"epoch": epoch, "lr": lr, "steps": self.optimizer_step}
-            for name in ("train_logger", "tensorboard_logger"):
-                log = getattr(self.hparams, name, None)
-                if log is not None:
-                    log.log_stats(stats_meta=epoch_stats, train_stats=getattr(self, "train_stats", None), valid_stats=stats)
-            if self.checkpointer is not None:
-                self.checkpointer.save_and_keep_only(
-                    meta={"SISDRi": stats["SISDRi"], "epoch": epoch},
-                    max_keys=["SISDRi"],
-                    num_to_keep=int(getattr(self.hparams, "keep_best", 5)),
-                )
+            self.end_validation(epoch, stats)
         self.last_stats = stats

@@ -1,5 +1,6 @@
 """The recipe runners: every ``recipes/*/avsr/train.py`` calls :func:`run_asr`, every
-``recipes/*/enhance/train.py`` :func:`run_enhance` (both through :func:`main`).
+``recipes/*/pretrain/train.py`` :func:`run_pretrain`, every ``recipes/*/enhance/train.py``
+:func:`run_enhance`; they share the start, the fit and the export.
 
 Two recipes that differ only in data share all of this; only their
 ``hparams/*.yaml`` and ``prepare.py`` differ. The hparams file
@@ -19,6 +20,24 @@ validation WER into ``<output_folder>/model.safetensors`` (a bundle that
 ``avsr evaluate --checkpoint`` and ``avsr.checkpoints.load_model`` read).
 Killed runs resume from their last (intra-epoch) checkpoint when the same
 command is run again.
+
+``train_fraction`` (e.g. 0.1) trains on a fixed subset of the training
+manifest (:func:`avsr.data.manifest.subset_utterances`: the same utterances
+for every run with the same ``train_subset_seed``), for experiments with
+few labels. ``init_from`` starts from a recognition bundle or from the
+encoder of a pretrained bundle (:func:`init_from_bundle`).
+
+Pretraining (:func:`run_pretrain`, ``recipes/SynthGRID/pretrain``) trains
+the encoder on cluster targets without transcripts and writes a
+pretrained encoder bundle, chosen and averaged by the validation
+masked-prediction loss.
+
+Enhancement (:func:`run_enhance`, ``recipes/SynthGRID/enhance``) trains an
+audio-visual enhancer on mixtures made on the fly (noise or a competing
+talker, :class:`avsr.data.augment.InterferenceMixer`) of the recognition
+recipe's clean utterances (no transcripts needed) and writes an
+enhancement bundle, chosen and averaged by the largest validation SI-SDR
+improvement.
 """
 
 from __future__ import annotations
@@ -37,17 +56,22 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 from avsr.checkpoints import save_model
-from avsr.data.augment import InterferenceMixer, NoiseMixer, UtteranceJoiner, noise_source
+from avsr.data.augment import InterferenceMixer, NoiseMixer, NoiseSource, UtteranceJoiner, noise_source
 from avsr.data.dataset import duration_batches, make_dataset
-from avsr.data.manifest import read_manifest
+from avsr.data.manifest import read_manifest, subset_utterances
 from avsr.errors import AVSRError, InputError
 from avsr.models.avsr import BASE, TINY, AVSRModel, build_model
 from avsr.models.enhancer import BASE_ENHANCER, TINY_ENHANCER, EnhancerModel, build_enhancer
+from avsr.models.pretrain import PretrainModel, build_pretrain_model
 from avsr.tokenizer import Tokenizer
-from avsr.training.asr import AVSRBrain, trace_file
+from avsr.training.asr import AVSRBrain
+from avsr.training.brain import RecipeBrain, trace_file
+from avsr.training.enhance import EnhanceBrain
+from avsr.training.pretrain import PretrainBrain
 
-__all__ = ["PRESETS", "ENHANCER_PRESETS", "load_tokenizer", "save_tokenizer", "build_recipe_model", "init_from_bundle",
-           "build_recipe_enhancer", "init_video_from_recogniser", "run_asr", "run_enhance", "main"]
+__all__ = ["PRESETS", "ENHANCER_PRESETS", "load_tokenizer", "save_tokenizer", "build_recipe_model",
+           "build_pretrain_recipe_model", "build_recipe_enhancer", "init_from_bundle", "init_encoder_from",
+           "init_video_from_recogniser", "run_asr", "run_pretrain", "run_enhance", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,32 +107,78 @@ def save_tokenizer(path: str | os.PathLike, tokenizer: Tokenizer) -> None:
         tmp.write_text(json.dumps(tokenizer.to_dict()), encoding="utf-8")
 
 
+def _model_settings(hparams: dict[str, Any], presets: dict[str, dict[str, Any]] = PRESETS) -> dict[str, Any]:
+    """Model settings of an hparams file: the ``model_preset`` of ``presets`` with the ``model`` overrides.
+
+    ``presets`` is :data:`PRESETS` (``AVSRConfig`` settings) or :data:`ENHANCER_PRESETS`.
+    """
+    preset = hparams.get("model_preset", "tiny")
+    if preset not in presets:
+        raise InputError(None, f"unknown model_preset {preset!r} (choose from {', '.join(presets)})")
+    return {**presets[preset], **dict(hparams.get("model") or {})}
+
+
 def build_recipe_model(hparams: dict[str, Any], tokenizer: Tokenizer) -> AVSRModel:
     """The model of an hparams file: ``model_preset`` + ``model`` overrides + the tokenizer's vocabulary."""
-    preset = hparams.get("model_preset", "tiny")
-    if preset not in PRESETS:
-        raise InputError(None, f"unknown model_preset {preset!r} (choose from {', '.join(PRESETS)})")
-    overrides = dict(hparams.get("model") or {})
     try:
-        return build_model({**PRESETS[preset], **overrides, "vocab_size": tokenizer.vocab_size})
+        return build_model({**_model_settings(hparams), "vocab_size": tokenizer.vocab_size})
     except (TypeError, ValueError) as e:
         raise InputError(None, f"bad model settings: {e}") from None
 
 
+def init_encoder_from(encoder: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load the encoder weights of a bundle (recognition model or pretrained encoder) into ``encoder``.
+
+    Args:
+        encoder: an :class:`~avsr.models.encoder.AVEncoder`.
+        path: a recognition bundle or a pretrained encoder bundle
+            (:func:`avsr.checkpoints.save_pretrain_model`) whose encoder has
+            the same architecture.
+
+    Raises:
+        InputError: a missing or damaged bundle, or an encoder that does not fit.
+    """
+    from avsr.checkpoints import load_bundle
+
+    _, state, _ = load_bundle(path)
+    _load_encoder(encoder, state, path)
+
+
+def _load_encoder(encoder: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    prefix = "encoder."
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        raise InputError(path, "init_from bundle has no encoder weights")
+    try:
+        encoder.load_state_dict(part, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"init_from encoder does not fit the recipe's model: {first}") from None
+
+
 def init_from_bundle(model: AVSRModel, path: str | os.PathLike, tokenizer: Tokenizer) -> None:
-    """Start training from the weights of a model bundle (e.g. a shipped model, to train it further).
+    """Start training from the weights of a bundle.
+
+    A recognition bundle (e.g. a shipped model, to train it further) gives
+    every weight; a pretrained encoder bundle (the pretraining recipe's
+    output) gives the encoder's, and the CTC head and decoder start fresh.
 
     Args:
         model: the freshly built recipe model.
-        path: a bundle (``.safetensors``) with the same architecture and tokenizer.
-        tokenizer: the recipe's tokenizer (must equal the bundle's).
+        path: a recognition bundle (``.safetensors``) with the same architecture
+            and tokenizer, or a pretrained encoder bundle with the same encoder.
+        tokenizer: the recipe's tokenizer (must equal a recognition bundle's).
 
     Raises:
         InputError: a missing or damaged bundle, another tokenizer, or weights that do not fit.
     """
-    from avsr.checkpoints import load_bundle
+    from avsr.checkpoints import PRETRAIN_KIND, load_bundle
 
-    _, state, bundle_tokenizer = load_bundle(path)
+    config, state, bundle_tokenizer = load_bundle(path)
+    if config.get("kind") == PRETRAIN_KIND:
+        _load_encoder(model.encoder, state, path)
+        logger.info("encoder initialised from the pretrained bundle %s", path)
+        return
     if bundle_tokenizer != tokenizer:
         raise InputError(path, "init_from bundle has another tokenizer than the recipe's")
     try:
@@ -118,8 +188,8 @@ def init_from_bundle(model: AVSRModel, path: str | os.PathLike, tokenizer: Token
         raise InputError(path, f"init_from weights do not fit the recipe's model: {first}") from None
 
 
-def _mixer(hparams: dict[str, Any], key: str, seed: int, sources: dict[str, Any]) -> NoiseMixer | None:
-    """The noise mixer of ``key`` (``train_noise`` / ``valid_noise``); mixers of one spec share one source."""
+def _noise_source(hparams: dict[str, Any], key: str, sources: dict[str, Any]) -> NoiseSource | None:
+    """The training noise source of the spec ``hparams[key]`` (``None`` when unset); one per spec in ``sources``."""
     spec = hparams.get(key)
     if not spec:
         return None
@@ -128,9 +198,17 @@ def _mixer(hparams: dict[str, Any], key: str, seed: int, sources: dict[str, Any]
             str(spec), "train", seed=int(hparams.get("noise_bank_seed", 0)),
             seconds=float(hparams.get("noise_bank_seconds", 30.0)), variants=int(hparams.get("noise_bank_variants", 2)),
         )
+    return sources[str(spec)]
+
+
+def _mixer(hparams: dict[str, Any], key: str, seed: int, sources: dict[str, Any]) -> NoiseMixer | None:
+    """The noise mixer of ``key`` (``train_noise`` / ``valid_noise``); mixers of one spec share one source."""
+    source = _noise_source(hparams, key, sources)
+    if source is None:
+        return None
     kinds = hparams.get("noise_kinds") or None
     snrs = hparams.get(f"{key}_snrs", hparams.get("train_noise_snrs", ["clean"]))
-    return NoiseMixer(sources[str(spec)], snrs, seed=seed, kinds=kinds)
+    return NoiseMixer(source, snrs, seed=seed, kinds=kinds)
 
 
 def _joiner(hparams: dict[str, Any], seed: int) -> UtteranceJoiner | None:
@@ -187,11 +265,14 @@ def _positive(hparams: dict[str, Any], key: str, cast: type = float) -> float:
     return number
 
 
-def _setup(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+def _start(argv: Sequence[str]) -> tuple[dict[str, Any], Any]:
     """Parse the command line, join the DDP group, load and check the hparams, make the output folder.
 
+    Args:
+        argv: ``hparams.yaml`` followed by SpeechBrain options and hparam overrides.
+
     Returns:
-        ``(run_opts, hparams)``.
+        ``(hparams, run_opts)``.
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
     run_opts = _run_opts_defaults(run_opts, argv)
@@ -207,11 +288,47 @@ def _setup(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
     )
-    return run_opts, hparams
+    return hparams, run_opts
 
 
-def _samplers(hparams: dict[str, Any], train: Any, valid: Any) -> tuple[Any, Any]:
-    """Duration batches of both sets; sets the schedule's length (``lr_total_steps``) from them."""
+def _manifest(hparams: dict[str, Any], key: str, need_text: bool = True) -> list:
+    """The utterances of the manifest ``hparams[key]``, with the files of the modalities used."""
+    return read_manifest(hparams[key], need_audio=bool(hparams.get("use_audio", True)),
+                         need_mouths=bool(hparams.get("use_video", True)), need_text=need_text)
+
+
+def _train_utterances(hparams: dict[str, Any], need_text: bool = True) -> list:
+    """The training manifest's utterances, or the fixed ``train_fraction`` of them (``train_subset_seed``)."""
+    utterances = _manifest(hparams, "train_manifest", need_text)
+    fraction = float(hparams.get("train_fraction", 1.0) or 1.0)
+    if fraction != 1.0:
+        utterances = subset_utterances(utterances, fraction, seed=int(hparams.get("train_subset_seed", 0)))
+        logger.info("training on %d utterances (train_fraction %g)", len(utterances), fraction)
+    return utterances
+
+
+def _dataset_kwargs(hparams: dict[str, Any]) -> dict[str, bool]:
+    return {"audio": bool(hparams.get("use_audio", True)), "video": bool(hparams.get("use_video", True))}
+
+
+def _fit(brain_class: type[RecipeBrain], model: torch.nn.Module, hparams: dict[str, Any], run_opts: Any,
+         train: Any, valid: Any, mixer: Callable[[dict[str, Any], str, int, dict[str, Any]], Any] = _mixer,
+         ) -> RecipeBrain:
+    """Batch by duration, size the schedule, make the mixers, register the recoverables, train; trace each rank's weights.
+
+    Args:
+        brain_class: the recipe's Brain.
+        model: the model to train (registered as the ``model`` recoverable).
+        hparams: the loaded hparams (the runner's objects added: noise, joiner, tokenizer ...).
+        run_opts: SpeechBrain's run options.
+        train: training dataset.
+        valid: validation dataset.
+        mixer: makes ``hparams["train_noise"]`` / ``hparams["valid_noise"]`` from
+            ``(hparams, key, seed, sources)`` (default :func:`_mixer`, the noise mixer).
+
+    Returns:
+        the Brain after ``fit``.
+    """
     sampler = duration_batches(train, float(hparams["batch_seconds"]), seed=int(hparams["seed"]))
     valid_sampler = duration_batches(valid, float(hparams["valid_batch_seconds"]), shuffle=False)
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -221,18 +338,17 @@ def _samplers(hparams: dict[str, Any], train: Any, valid: Any) -> tuple[Any, Any
     hparams["lr_total_steps"] = steps_per_epoch * int(hparams["number_of_epochs"])
     if annealing is not None and hasattr(annealing, "num_training_steps"):
         annealing.num_training_steps = hparams["lr_total_steps"]
-    return sampler, valid_sampler
 
-
-def _fit_and_export(brain_class: type, model: torch.nn.Module, hparams: dict[str, Any], run_opts: Any,
-                    train: Any, valid: Any, samplers: tuple[Any, Any], tokenizer: Tokenizer | None) -> Path:
-    """Register the recoverables, fit, average the best checkpoints and write the bundle (main process)."""
+    rank = int(os.environ.get("RANK", 0))
+    sources: dict[str, Any] = {}
+    hparams["train_noise"] = mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank, sources)
+    hparams["valid_noise"] = mixer(hparams, "valid_noise", int(hparams.get("valid_noise_seed", 1234)), sources)
     checkpointer = hparams["checkpointer"]
     checkpointer.add_recoverable("model", model)
     checkpointer.add_recoverable("counter", hparams["epoch_counter"])
-    annealing = hparams.get("lr_annealing")
     if annealing is not None:
         checkpointer.add_recoverable("lr_annealing", annealing)
+
     brain = brain_class(
         modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams,
         run_opts=run_opts, checkpointer=checkpointer,
@@ -242,19 +358,24 @@ def _fit_and_export(brain_class: type, model: torch.nn.Module, hparams: dict[str
         brain.hparams.epoch_counter,
         train,
         valid,
-        train_loader_kwargs={"batch_sampler": samplers[0], **loader_opts},
-        valid_loader_kwargs={"batch_sampler": samplers[1], **loader_opts},
+        train_loader_kwargs={"batch_sampler": sampler, **loader_opts},
+        valid_loader_kwargs={"batch_sampler": valid_sampler, **loader_opts},
     )
     if hparams.get("trace_folder"):  # opt-in (tests): each rank's final weights, before averaging
         from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().contiguous() for k, v in brain.model.state_dict().items()}
         save_file(state, os.fspath(trace_file(hparams["trace_folder"], "weights", ".safetensors")))
+    return brain
+
+
+def _export(brain: RecipeBrain, hparams: dict[str, Any], save: Any) -> Path:
+    """Average the best checkpoints into the model and write the bundle (main process only)."""
     bundle = Path(hparams["bundle"])
     if sb.utils.distributed.if_main_process():
         averaged = brain.average_best()
         logger.info("averaged %d checkpoints: %s", len(averaged), ", ".join(averaged))
-        save_model(bundle, brain.model.cpu(), tokenizer)
+        save(bundle, brain.model.cpu())
         logger.info("model bundle: %s", bundle)
     return bundle
 
@@ -268,29 +389,68 @@ def run_asr(argv: Sequence[str]) -> Path:
     Returns:
         the averaged model bundle's path.
     """
-    run_opts, hparams = _setup(argv)
-    rank = int(os.environ.get("RANK", 0))
+    hparams, run_opts = _start(argv)
     tokenizer = load_tokenizer(hparams["tokenizer_file"])
     model = build_recipe_model(hparams, tokenizer)
     if hparams.get("init_from"):  # a resumed run's checkpoint, when there is one, takes precedence
         init_from_bundle(model, hparams["init_from"], tokenizer)
-    use_audio = bool(hparams.get("use_audio", True))
-    use_video = bool(hparams.get("use_video", True))
-    train = make_dataset(
-        read_manifest(hparams["train_manifest"], need_audio=use_audio, need_mouths=use_video),
-        tokenizer, audio=use_audio, video=use_video,
-    )
-    valid = make_dataset(
-        read_manifest(hparams["valid_manifest"], need_audio=use_audio, need_mouths=use_video),
-        tokenizer, audio=use_audio, video=use_video,
-    )
-    samplers = _samplers(hparams, train, valid)
+    train = make_dataset(_train_utterances(hparams), tokenizer, **_dataset_kwargs(hparams))
+    valid = make_dataset(_manifest(hparams, "valid_manifest"), tokenizer, **_dataset_kwargs(hparams))
     hparams["tokenizer"] = tokenizer
-    sources: dict[str, Any] = {}
-    hparams["train_noise"] = _mixer(hparams, "train_noise", int(hparams["seed"]) + 1000 * rank, sources)
-    hparams["valid_noise"] = _mixer(hparams, "valid_noise", int(hparams.get("valid_noise_seed", 1234)), sources)
+    rank = int(os.environ.get("RANK", 0))
     hparams["train_join"] = _joiner(hparams, int(hparams["seed"]) + 2000 + 1000 * rank)
-    return _fit_and_export(AVSRBrain, model, hparams, run_opts, train, valid, samplers, tokenizer)
+    brain = _fit(AVSRBrain, model, hparams, run_opts, train, valid)
+    return _export(brain, hparams, lambda path, m: save_model(path, m, tokenizer))
+
+
+def build_pretrain_recipe_model(hparams: dict[str, Any], n_clusters: int) -> PretrainModel:
+    """The pretraining model of an hparams file: ``model_preset`` + ``model`` overrides, ``K`` cluster outputs.
+
+    The encoder is the one :func:`build_recipe_model` builds from the same
+    preset and overrides, so its weights fit the recognition recipe's model.
+    """
+    # vocab_size only sizes the recognition heads, which the pretraining model has not
+    encoder = {**_model_settings(hparams), "vocab_size": 2}
+    try:
+        return build_pretrain_model({"encoder": encoder, "n_clusters": n_clusters,
+                                     "proj_dim": int(hparams.get("proj_dim", 256)),
+                                     "logit_temp": float(hparams.get("logit_temp", 0.1))})
+    except (TypeError, ValueError) as e:
+        raise InputError(None, f"bad model settings: {e}") from None
+
+
+def run_pretrain(argv: Sequence[str]) -> Path:
+    """Masked multimodal pretraining on cluster targets (no transcripts), end to end.
+
+    The hparams name ``targets_file`` (made by the recipe's cluster-target
+    step, holding the training and validation utterances' targets); the run
+    ends with the pretrained encoder bundle ``bundle`` that the recognition
+    recipe's ``--init_from`` takes.
+
+    Args:
+        argv: ``hparams.yaml`` followed by SpeechBrain options and hparam overrides.
+
+    Returns:
+        the averaged pretrained bundle's path.
+    """
+    from avsr.checkpoints import save_pretrain_model
+    from avsr.training.clusters import load_targets
+
+    hparams, run_opts = _start(argv)
+    targets = load_targets(hparams["targets_file"])
+    model = build_pretrain_recipe_model(hparams, targets.n_clusters)
+    if hparams.get("init_from"):  # e.g. iteration 2 from iteration 1: the encoder only
+        init_encoder_from(model.encoder, hparams["init_from"])
+    datasets = []
+    for key in ("train_manifest", "valid_manifest"):
+        utterances = _train_utterances(hparams, False) if key == "train_manifest" else _manifest(hparams, key, False)
+        try:
+            datasets.append(make_dataset(utterances, None, targets=targets.targets, **_dataset_kwargs(hparams)))
+        except InputError as e:
+            raise InputError(hparams[key], f"{e.problem} in {hparams['targets_file']}") from None
+    brain = _fit(PretrainBrain, model, hparams, run_opts, *datasets)
+    return _export(brain, hparams, lambda path, m: save_pretrain_model(
+        path, m, extra={"targets": targets.source, "n_clusters": targets.n_clusters}))
 
 
 # ---------------------------------------------------------------------------- enhancement
@@ -300,11 +460,9 @@ ENHANCER_PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY_ENHANCER, "base": BA
 
 def build_recipe_enhancer(hparams: dict[str, Any]) -> EnhancerModel:
     """The enhancer of an hparams file: ``model_preset`` + ``model`` overrides."""
-    preset = hparams.get("model_preset", "tiny")
-    if preset not in ENHANCER_PRESETS:
-        raise InputError(None, f"unknown model_preset {preset!r} (choose from {', '.join(ENHANCER_PRESETS)})")
+    settings = _model_settings(hparams, ENHANCER_PRESETS)
     try:
-        return build_enhancer({**ENHANCER_PRESETS[preset], **dict(hparams.get("model") or {})})
+        return build_enhancer(settings)
     except (TypeError, ValueError) as e:
         raise InputError(None, f"bad model settings: {e}") from None
 
@@ -337,16 +495,11 @@ def _interference(hparams: dict[str, Any], key: str, talkers: Sequence[Any], see
     Validation mixes every utterance (``valid_clean_prob``, default 0): the
     mean SI-SDR improvement that selects checkpoints is about mixtures.
     """
-    spec = hparams.get(key)
-    if not spec:
+    source = _noise_source(hparams, key, sources)
+    if source is None:
         return None
-    if str(spec) not in sources:
-        sources[str(spec)] = noise_source(
-            str(spec), "train", seed=int(hparams.get("noise_bank_seed", 0)),
-            seconds=float(hparams.get("noise_bank_seconds", 30.0)), variants=int(hparams.get("noise_bank_variants", 2)),
-        )
     return InterferenceMixer(
-        sources[str(spec)], talkers, hparams.get("snr_range", (-10.0, 10.0)),
+        source, talkers, hparams.get("snr_range", (-10.0, 10.0)),
         clean_prob=float(hparams.get("clean_prob", 0.1) if key == "train_noise" else hparams.get("valid_clean_prob", 0.0)),
         talker_prob=float(hparams.get("talker_prob", 0.4)),
         seed=seed, kinds=hparams.get("noise_kinds") or None,
@@ -356,20 +509,23 @@ def _interference(hparams: dict[str, Any], key: str, talkers: Sequence[Any], see
 def run_enhance(argv: Sequence[str]) -> Path:
     """Train an enhancement recipe end to end (the recognition recipe's prepare must have run).
 
+    The manifests need no transcripts; ``train_fraction`` works as in
+    :func:`run_asr`. ``init_from`` starts from an enhancement bundle,
+    otherwise ``video_init_from`` copies a recogniser's lip frontend.
+
     Args:
         argv: ``hparams.yaml`` followed by SpeechBrain options and hparam overrides.
 
     Returns:
         the averaged model bundle's path.
     """
-    from avsr.training.enhance import EnhanceBrain
+    from avsr.checkpoints import load_enhancer
 
-    run_opts, hparams = _setup(argv)
-    rank = int(os.environ.get("RANK", 0))
+    hparams, run_opts = _start(argv)
+    if not bool(hparams.get("use_audio", True)):
+        raise InputError(None, "enhancement needs the audio (use_audio must be true)")
     model = build_recipe_enhancer(hparams)
     if hparams.get("init_from"):  # a resumed run's checkpoint, when there is one, takes precedence
-        from avsr.checkpoints import load_enhancer
-
         try:
             model.load_state_dict(load_enhancer(hparams["init_from"]).state_dict())
         except RuntimeError as e:
@@ -377,18 +533,18 @@ def run_enhance(argv: Sequence[str]) -> Path:
             raise InputError(hparams["init_from"], f"init_from weights do not fit the recipe's model: {first}") from None
     elif hparams.get("video_init_from"):
         init_video_from_recogniser(model, hparams["video_init_from"])
-    train_utts = read_manifest(hparams["train_manifest"], need_audio=True, need_mouths=True)
-    valid_utts = read_manifest(hparams["valid_manifest"], need_audio=True, need_mouths=True)
-    train = make_dataset(train_utts, None)
-    valid = make_dataset(valid_utts, None)
-    samplers = _samplers(hparams, train, valid)
+    train_utts = _train_utterances(hparams, need_text=False)
+    valid_utts = _manifest(hparams, "valid_manifest", need_text=False)
+    train = make_dataset(train_utts, None, **_dataset_kwargs(hparams))
+    valid = make_dataset(valid_utts, None, **_dataset_kwargs(hparams))
     hparams["speakers"] = {u.id: u.extra.get("speaker") or u.id for u in train_utts + valid_utts}
-    sources: dict[str, Any] = {}
-    hparams["train_noise"] = _interference(hparams, "train_noise", train_utts, int(hparams["seed"]) + 1000 * rank,
-                                           sources)
-    hparams["valid_noise"] = _interference(hparams, "valid_noise", valid_utts,
-                                           int(hparams.get("valid_noise_seed", 1234)), sources)
-    return _fit_and_export(EnhanceBrain, model, hparams, run_opts, train, valid, samplers, None)
+
+    def mixer(hp: dict[str, Any], key: str, seed: int, sources: dict[str, Any]) -> InterferenceMixer | None:
+        # competing talkers come from the split being mixed
+        return _interference(hp, key, train_utts if key == "train_noise" else valid_utts, seed, sources)
+
+    brain = _fit(EnhanceBrain, model, hparams, run_opts, train, valid, mixer=mixer)
+    return _export(brain, hparams, lambda path, m: save_model(path, m, None))
 
 
 def main(argv: Sequence[str] | None = None, run: Callable[[Sequence[str]], Path] = run_asr) -> int:
@@ -396,7 +552,7 @@ def main(argv: Sequence[str] | None = None, run: Callable[[Sequence[str]], Path]
 
     Args:
         argv: the arguments (default ``sys.argv[1:]``).
-        run: the runner (:func:`run_asr`, :func:`run_enhance`).
+        run: the runner, :func:`run_asr` (recognition), :func:`run_pretrain` or :func:`run_enhance`.
 
     Returns:
         the exit code.

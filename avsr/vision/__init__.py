@@ -9,6 +9,14 @@ Pipeline (plain numpy + OpenCV + mediapipe, no torch):
 4. one affine warp per frame: similarity to a fixed face layout composed
    with a mouth-centred crop (:mod:`avsr.vision.mouth`).
 
+Where and how large the mouth is cut, and how the landmarks are smoothed, is
+a named *crop preset* (:mod:`avsr.vision.presets`, ``preset=`` below):
+``"avsr"`` (default) is this project's own layout, the one its models were
+trained on; ``"auto_avsr"`` reproduces Auto-AVSR's mouth crop (their mean
+face, 8 stable points, 96 x 96 window around the lips at the mean face's
+scale, 13-frame smoothing), the input their public LRS3 models expect. Both
+give ``uint8 (T, 96, 96)`` gray crops at 25 fps.
+
 Example (a still photo shown for five frames; ``extract_mouths_from_file``
 does the same straight from a video file):
     >>> import os, cv2, numpy as np, avsr
@@ -34,6 +42,7 @@ from avsr.errors import InputError, NoFaceError
 from avsr.vision.align import fill_gaps, similarity_transform, smooth
 from avsr.vision.landmarks import LandmarkDetector, detect_landmarks, detector_for_video
 from avsr.vision.mouth import MouthCropper, center_crop, random_crop
+from avsr.vision.presets import DEFAULT_PRESET, PRESETS, CropPreset, get_preset
 
 __all__ = [
     "MouthTrack",
@@ -50,6 +59,9 @@ __all__ = [
     "similarity_transform",
     "center_crop",
     "random_crop",
+    "CropPreset",
+    "PRESETS",
+    "get_preset",
 ]
 
 
@@ -67,6 +79,8 @@ class MouthTrack:
             after :func:`load_mouths`).
         transforms: ``float32 (T, 2, 3)`` affine maps from frame pixels to
             crop pixels (what produced each crop), or ``None``.
+        preset: name of the crop preset that cut the crops (files written
+            before presets existed load as ``"avsr"``, the only geometry then).
     """
 
     mouths: np.ndarray
@@ -74,6 +88,7 @@ class MouthTrack:
     fps: float
     landmarks: np.ndarray | None = None
     transforms: np.ndarray | None = None
+    preset: str = DEFAULT_PRESET
 
     def __len__(self) -> int:
         return int(self.mouths.shape[0])
@@ -83,15 +98,16 @@ def _run(
     frames: Iterable[np.ndarray],
     fps: float,
     size: int,
-    smooth_window: int,
+    smooth_window: int | None,
     detector: LandmarkDetector | None,
+    preset: CropPreset,
 ) -> tuple[MouthTrack | None, int]:
     """Landmarks + crops over a stream of frames at a constant ``fps``.
 
     Returns:
         ``(result, frames_seen)``; ``result`` is ``None`` if no face was found.
     """
-    cropper = MouthCropper(size=size, smooth_window=smooth_window)
+    cropper = MouthCropper(size=size, smooth_window=smooth_window, preset=preset)
     with detector_for_video(detector) as det:
         for frame in frames:
             cropper.push(frame, det(frame))
@@ -99,7 +115,7 @@ def _run(
     n = len(res.found)
     if not res.found.any():
         return None, n
-    return MouthTrack(res.mouths, res.found, float(fps), res.landmarks, res.transforms), n
+    return MouthTrack(res.mouths, res.found, float(fps), res.landmarks, res.transforms, preset.name), n
 
 
 def extract_mouths(
@@ -108,8 +124,9 @@ def extract_mouths(
     fps: float = 25.0,
     size: int = 96,
     *,
-    smooth_window: int = 5,
+    smooth_window: int | None = None,
     detector: LandmarkDetector | None = None,
+    preset: str | CropPreset = DEFAULT_PRESET,
 ) -> MouthTrack:
     """Mouth crops of in-memory frames.
 
@@ -120,16 +137,20 @@ def extract_mouths(
             frames kept). ``None``: the frames are already at ``fps``.
         fps: output frame rate.
         size: crop side in pixels.
-        smooth_window: frames in the landmark moving average.
+        smooth_window: frames in the landmark moving average (default: the preset's).
         detector: a detector to reuse (reset first); default: a new one.
+        preset: crop geometry, ``"avsr"`` or ``"auto_avsr"`` (see
+            :mod:`avsr.vision.presets`), or a :class:`CropPreset`.
 
     Returns:
         :class:`MouthTrack` with ``T' = len(frames)`` (or the resampled count).
 
     Raises:
         ValueError: malformed ``frames`` / ``timestamps`` or no frames.
+        InputError: unknown preset name.
         NoFaceError: no face on any frame (an :class:`~avsr.errors.InputError`; ``path`` is ``None``).
     """
+    crop = get_preset(preset)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
@@ -144,7 +165,7 @@ def extract_mouths(
         index = resample_indices(timestamps, fps)
     else:
         index = np.arange(frames.shape[0])
-    track, _ = _run((frames[i] for i in index), fps, size, smooth_window, detector)
+    track, _ = _run((frames[i] for i in index), fps, size, smooth_window, detector, crop)
     if track is None:
         raise NoFaceError(None, "no face found in any frame")
     return track
@@ -157,8 +178,9 @@ def extract_mouths_from_file(
     start: float | None = None,
     end: float | None = None,
     *,
-    smooth_window: int = 5,
+    smooth_window: int | None = None,
     detector: LandmarkDetector | None = None,
+    preset: str | CropPreset = DEFAULT_PRESET,
 ) -> MouthTrack:
     """Mouth crops of a video file, streamed (memory stays bounded on long files).
 
@@ -172,22 +194,25 @@ def extract_mouths_from_file(
         size: crop side in pixels.
         start: first time in seconds (``None``: file start).
         end: end time in seconds, exclusive (``None``: end of file).
-        smooth_window: frames in the landmark moving average.
+        smooth_window: frames in the landmark moving average (default: the preset's).
         detector: a detector to reuse (reset first); default: a new one.
+        preset: crop geometry, ``"avsr"`` or ``"auto_avsr"`` (see
+            :mod:`avsr.vision.presets`), or a :class:`CropPreset`.
 
     Returns:
         :class:`MouthTrack`.
 
     Raises:
-        InputError: unreadable file, no video stream or no video frames;
-            :class:`~avsr.errors.NoFaceError` (a subclass) when no face was
-            found in any frame.
+        InputError: unknown preset name, unreadable file, no video stream or
+            no video frames; :class:`~avsr.errors.NoFaceError` (a subclass)
+            when no face was found in any frame.
     """
     from avsr.io import iter_frames_at
 
+    crop = get_preset(preset)  # a bad name fails before the file is opened
     p = os.fspath(path)
     frames = (frame for frame, _ in iter_frames_at(p, fps, start=start, end=end))
-    track, n = _run(frames, fps, size, smooth_window, detector)
+    track, n = _run(frames, fps, size, smooth_window, detector, crop)
     if n == 0:
         raise InputError(p, "no video frames")
     if track is None:
@@ -237,7 +262,7 @@ def check_output(path: str | os.PathLike) -> None:
 
 
 def save_mouths(path: str | os.PathLike, track: MouthTrack) -> None:
-    """Write a track to ``.npz`` atomically (arrays ``mouths``, ``found``, ``fps``).
+    """Write a track to ``.npz`` atomically (arrays ``mouths``, ``found``, ``fps``, ``preset``).
 
     An interruption (Ctrl-C, a crash, a full disk) leaves either the old file
     or none, never a half-written one.
@@ -258,6 +283,7 @@ def save_mouths(path: str | os.PathLike, track: MouthTrack) -> None:
             mouths=np.asarray(track.mouths, dtype=np.uint8),
             found=np.asarray(track.found, dtype=bool),
             fps=np.float64(track.fps),
+            preset=np.array(track.preset),
         )
     except OSError as e:
         raise InputError(path, f"cannot write ({_os_problem(e)})") from None
@@ -309,10 +335,11 @@ def load_mouths(path: str | os.PathLike) -> MouthTrack:
     try:
         with np.load(p, allow_pickle=False) as data:
             mouths, found, fps = data["mouths"], data["found"], float(data["fps"])
+            preset = str(data["preset"]) if "preset" in data.files else DEFAULT_PRESET
     except KeyError as e:
         raise InputError(p, f"not a mouth track (missing array {e.args[0]!r})") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         raise InputError(p, "not a readable .npz file") from None
     if mouths.ndim != 3 or mouths.dtype != np.uint8 or found.shape != (mouths.shape[0],):
         raise InputError(p, f"malformed mouth track: mouths {mouths.dtype} {mouths.shape}, found {found.shape}")
-    return MouthTrack(mouths=mouths, found=found.astype(bool), fps=fps)
+    return MouthTrack(mouths=mouths, found=found.astype(bool), fps=fps, preset=preset)

@@ -12,12 +12,18 @@ is :data:`MOUTH_FRACTION` of the crop side. Since the alignment normalises
 face size from the eyes and nose, a given face keeps one scale in the crop
 whatever its distance to the camera, and the mouth may open, close or widen
 inside the crop.
+
+That is the default ``avsr`` crop preset; :class:`MouthCropper` takes any
+preset of :mod:`avsr.vision.presets` (e.g. ``auto_avsr``, Auto-AVSR's
+mean-face crop), which supplies the matrices, the smoothing window and the
+pixel settings, while the buffering, gap filling and resampling stay here.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -32,6 +38,9 @@ from avsr.vision.align import (
     similarity_transforms,
     smooth,
 )
+
+if TYPE_CHECKING:
+    from avsr.vision.presets import CropPreset
 
 __all__ = [
     "MOUTH_FRACTION",
@@ -71,7 +80,7 @@ def mouth_transforms(landmarks: np.ndarray, size: int = 96, mouth_fraction: floa
     return out
 
 
-def warp_mouth(frame: np.ndarray, matrix: np.ndarray, size: int = 96) -> np.ndarray:
+def warp_mouth(frame: np.ndarray, matrix: np.ndarray, size: int = 96, border_value: int | None = None) -> np.ndarray:
     """Resample one frame into a grayscale crop.
 
     When the crop shrinks the face a lot (HD video), the source region is first
@@ -81,15 +90,21 @@ def warp_mouth(frame: np.ndarray, matrix: np.ndarray, size: int = 96) -> np.ndar
         frame: ``(H, W, 3)`` RGB or ``(H, W)`` gray ``uint8`` frame.
         matrix: ``(2, 3)`` frame-to-crop matrix (see :func:`mouth_transforms`).
         size: crop side.
+        border_value: gray level where the crop leaves the frame; ``None``
+            (default): the frame's edge pixels are repeated.
 
     Returns:
-        ``(size, size)`` uint8 grayscale crop (edges replicate the frame border).
+        ``(size, size)`` uint8 grayscale crop.
     """
     m = np.asarray(matrix, dtype=np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))  # crop px per frame px
     if scale < 0.5:
         frame, m = _reduce_region(frame, m, size, scale)
-    out = cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if border_value is None:
+        border = dict(borderMode=cv2.BORDER_REPLICATE)
+    else:
+        border = dict(borderMode=cv2.BORDER_CONSTANT, borderValue=(border_value,) * 3)
+    out = cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, **border)
     if out.ndim == 3:
         out = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
     return out
@@ -154,26 +169,41 @@ class MouthCropper:
 
     Args:
         size: crop side.
-        smooth_window: frames in the centred moving average of the landmarks.
-        mouth_fraction: reference mouth width / crop side.
+        smooth_window: frames in the centred moving average of the landmarks
+            (default: the preset's).
+        mouth_fraction: reference mouth width / crop side (``avsr`` preset
+            only; default 0.45).
         max_buffer_bytes: most frame bytes kept waiting.
         min_flush: crop in batches of at least this many frames.
+        preset: crop geometry, a name of :data:`avsr.vision.presets.PRESETS`
+            or a :class:`~avsr.vision.presets.CropPreset`.
+
+    Raises:
+        InputError: unknown preset name.
+        ValueError: ``size < 8`` or ``mouth_fraction`` with a preset other than ``avsr``.
     """
 
     def __init__(
         self,
         size: int = 96,
-        smooth_window: int = 5,
-        mouth_fraction: float = MOUTH_FRACTION,
+        smooth_window: int | None = None,
+        mouth_fraction: float | None = None,
         max_buffer_bytes: int = 256 << 20,
         min_flush: int = 8,
+        preset: "str | CropPreset" = "avsr",
     ) -> None:
+        from avsr.vision.presets import AvsrPreset, get_preset
+
         if size < 8:
             raise ValueError(f"crop size must be >= 8, got {size}")
+        self.preset = get_preset(preset)
+        if mouth_fraction is not None:
+            if not isinstance(self.preset, AvsrPreset):
+                raise ValueError(f"mouth_fraction applies to the avsr preset, not {self.preset.name!r}")
+            self.preset = replace(self.preset, mouth_fraction=mouth_fraction)
         self.size = size
-        self.window = smooth_window
-        self.half = max(0, (smooth_window - 1) // 2)
-        self.mouth_fraction = mouth_fraction
+        self.window = self.preset.smooth_window if smooth_window is None else smooth_window
+        self.half = max(0, (self.window - 1) // 2)
         self.max_buffer_bytes = max_buffer_bytes
         self.min_flush = max(1, min_flush)
         self._landmarks = np.full((256, 468, 2), np.nan, np.float32)
@@ -210,6 +240,8 @@ class MouthCropper:
             self._landmarks[i] = landmarks
             self._found[i] = True
             self._any_found = True
+        if self.preset.gray_first and frame.ndim == 3:
+            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         self._pending.append(frame)
         self._pending_bytes += frame.nbytes
         self._count += 1
@@ -228,10 +260,11 @@ class MouthCropper:
             smoothed = smooth(filled, self.window)
             first = self._done - lo
             self._landmarks[self._done : upto] = filled[first : first + n]
-            matrices = mouth_transforms(smoothed[first : first + n], self.size, self.mouth_fraction)
+            matrices = self.preset.transforms(filled[first : first + n], smoothed[first : first + n], self.size)
             self._transforms[self._done : upto] = matrices
             for j in range(n):
-                self._mouths[self._done + j] = warp_mouth(self._pending.popleft(), matrices[j], self.size)
+                frame = self._pending.popleft()
+                self._mouths[self._done + j] = warp_mouth(frame, matrices[j], self.size, self.preset.border_value)
         else:  # no face yet, and the buffer is full: nothing to crop by
             for _ in range(n):
                 self._pending.popleft()

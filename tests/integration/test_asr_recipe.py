@@ -19,115 +19,44 @@ Batch ids and final weights come from the recipe's opt-in ``trace_folder``.
 from __future__ import annotations
 
 import csv
-import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from safetensors.torch import load_file
 
 from avsr.checkpoints import load_model
 from avsr.models.avsr import BASE, TINY
 from avsr.training.recipe import load_tokenizer
+from tests.recipe_helpers import (
+    SYNTHGRID,
+    TORCHRUN,
+    assert_one_error_line,
+    assert_resumed_like_uninterrupted,
+    assert_same_weights,
+    checkpoints,
+    kill_when,
+    make_corpus,
+    overrides,
+    run,
+    trace,
+    train_ids,
+    weights,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "recipes" / "SynthGRID" / "avsr"
+RECIPE = SYNTHGRID / "avsr"
 TRAIN = RECIPE / "train.py"
 PREPARE = RECIPE / "prepare.py"
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # the torchrun command
-ENV = {
-    **os.environ,
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-}
-ENV.pop("RANK", None)
-ENV.pop("WORLD_SIZE", None)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """A tiny SynthGRID corpus made with the recipe's prepare.py."""
-    out = tmp_path_factory.mktemp("synthgrid")
-    r = subprocess.run(
-        [sys.executable, str(PREPARE), "--out", str(out), "--train", "24", "--valid", "6", "--test", "6",
-         "--processes", "1", "--quiet"],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
-    for name in ("train.csv", "valid.csv", "test.csv", "tokenizer.json"):
-        assert (out / name).is_file()
-    return out
-
-
-def overrides(data: Path, out: Path, **changes) -> list[str]:
-    """SpeechBrain ``--key value`` overrides of a tiny, fast run (``changes`` replace or add keys)."""
-    opts = {
-        "data_folder": data, "output_folder": out, "number_of_epochs": 1, "batch_seconds": 6,
-        "valid_batch_seconds": 20, "noise_bank_seconds": 2, "noise_bank_variants": 1, "num_threads": 1,
-        "ckpt_interval_minutes": 0, **changes,
-    }
-    args = ["--noprogressbar"]
-    for key, value in opts.items():
-        if value is True:
-            args.append(f"--{key}")
-        elif value is not None:
-            args += [f"--{key}", str(value)]
-    return args
+    return make_corpus(tmp_path_factory.mktemp("synthgrid"))
 
 
 def train_cmd(hparams: str, data: Path, out: Path, **changes) -> list[str]:
     return [sys.executable, str(TRAIN), str(RECIPE / "hparams" / hparams), *overrides(data, out, **changes)]
-
-
-def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(os.fspath(path))
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        x, y = a[k].float(), b[k].float()
-        if not torch.allclose(x, y, rtol=1e-5, atol=1e-6):
-            pytest.fail(f"{k} differs: max |diff| {(x - y).abs().max().item():.3g}")
-
-
-def trace(out: Path, rank: int = 0) -> list[dict]:
-    with open(out / "trace" / f"batches.rank{rank}.jsonl", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
-
-
-def train_ids(data: Path) -> list[str]:
-    with open(data / "train.csv", newline="", encoding="utf-8") as f:
-        return [row["id"] for row in csv.DictReader(f)]
-
-
-def checkpoints(save: Path) -> list[tuple[Path, dict]]:
-    """Checkpoints in place (AtomicCheckpointer renames complete ones into ``CKPT+*``), oldest first.
-
-    The meta gets ``counter`` (epoch) and ``brain`` (SpeechBrain's step counters) from the checkpoint's files.
-    """
-    found = []
-    for meta_file in save.glob("CKPT+*/CKPT.yaml"):
-        folder = meta_file.parent
-        try:  # a running job may delete an old checkpoint while we look
-            meta = yaml.safe_load(meta_file.read_text(encoding="utf-8"))
-            meta["counter"] = int((folder / "counter.ckpt").read_text())
-            meta["brain"] = yaml.safe_load((folder / "brain.ckpt").read_text())
-        except FileNotFoundError:
-            continue
-        found.append((folder, meta))
-    return sorted(found, key=lambda c: c[1]["unixtime"])
 
 
 # ---------------------------------------------------------------------------- smoke
@@ -183,26 +112,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(data: Path, tmp_path: 
     assert epochs[0] != epochs[1] and sorted(sum(epochs[0], [])) == sorted(sum(epochs[1], [])) == sorted(train_ids(data))
 
     # B: the same command, SIGKILLed once an intra-epoch checkpoint 4+ steps into epoch 2 exists
-    log = open(tmp_path / "b-stderr.txt", "w+", encoding="utf-8")
-    proc = subprocess.Popen(cmd(b), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
-    killed = False
-    try:
-        deadline = time.monotonic() + 300
-        while not killed and proc.poll() is None and time.monotonic() < deadline:
-            for _, meta in checkpoints(b / "save"):
-                if meta.get("brain_intra_epoch_ckpt") and meta["counter"] == 2 and meta["brain"]["step"] >= 4:
-                    proc.send_signal(signal.SIGKILL)
-                    killed = True
-                    break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None and not killed:
-            proc.kill()
-        proc.wait(timeout=60)
-        log.seek(0)
-        stderr = log.read()
-        log.close()
-    assert killed and proc.returncode == -signal.SIGKILL, f"B was not killed (rc {proc.returncode}): {stderr[-2000:]}"
+    kill_when(cmd(b), b / "save", lambda m: m.get("brain_intra_epoch_ckpt") and m["counter"] == 2 and m["brain"]["step"] >= 4,
+              tmp_path / "b-stderr.txt")
     path, meta = checkpoints(b / "save")[-1]  # what a rerun recovers: the newest checkpoint
     assert meta["brain_intra_epoch_ckpt"] and meta["counter"] == 2, "killed after the end of the epoch"
     assert not (b / "model.safetensors").exists()
@@ -214,12 +125,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(data: Path, tmp_path: 
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"Loading a checkpoint from {path}" in (b / "log.txt").read_text()
     after = trace(b)[len(before):]
-    # the rerun starts at the batch after the checkpoint: the batches between it and the kill are redone,
-    # none is skipped and none is applied twice to the final weights
-    assert (after[0]["epoch"], after[0]["step"]) == (2, saved["step"] + 1)
-    applied = before[: saved["optimizer_step"]] + after
-    assert [x["optimizer_step"] for x in applied] == list(range(1, len(full) + 1))
-    assert [(x["epoch"], x["step"], x["ids"]) for x in applied] == [(x["epoch"], x["step"], x["ids"]) for x in full]
+    assert after[0]["epoch"] == 2
+    assert_resumed_like_uninterrupted(full, before, after, saved)
 
     assert_same_weights(weights(a / "trace" / "weights.rank0.safetensors"), weights(b / "trace" / "weights.rank0.safetensors"))
     assert_same_weights(weights(a / "model.safetensors"), weights(b / "model.safetensors"))
@@ -281,16 +188,6 @@ def _missing_audio(row: dict) -> None:
 
 def _empty_text(row: dict) -> None:
     row["text"] = "  "
-
-
-def assert_one_error_line(r: subprocess.CompletedProcess, prog: str, *fragments: str) -> None:
-    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, r.stderr[-3000:]
-    assert lines[0].startswith(f"{prog}: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in r.stdout + r.stderr
 
 
 @pytest.mark.parametrize(

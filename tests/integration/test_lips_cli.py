@@ -69,7 +69,7 @@ def test_avsr_lips_writes_mouth_crops(media, tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # mediapipe's native logging is kept quiet
     with np.load(out) as z:
-        assert sorted(z.files) == ["found", "fps", "mouths"]
+        assert sorted(z.files) == ["found", "fps", "mouths", "preset"] and str(z["preset"]) == "avsr"
         mouths, found, fps = z["mouths"], z["found"], float(z["fps"])
     n = round(40 / 30.0 * 25)  # 40 frames at 30 fps -> 25 fps
     assert mouths.shape == (n, 96, 96) and mouths.dtype == np.uint8

@@ -1,4 +1,4 @@
-"""avsr.training: random-state recoverable, kill-safe checkpointer, reproducible data loaders."""
+"""avsr.training: random-state recoverable, kill-safe checkpointer, reproducible data loaders, checkpoint selection."""
 
 from __future__ import annotations
 
@@ -171,3 +171,23 @@ def test_init_from_bundle_loads_weights_and_refuses_misfits(tmp_path: Path) -> N
         init_from_bundle(fresh, tmp_path / "b.safetensors", CharTokenizer.train(["xyz"]))
     with pytest.raises(InputError):
         init_from_bundle(fresh, tmp_path / "missing.safetensors", tok)
+
+
+def test_enhancement_keeps_and_averages_the_largest_improvements(tmp_path: Path) -> None:
+    from avsr.training.enhance import EnhanceBrain
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    brain = EnhanceBrain(modules={"model": model}, hparams={"seed": 0, "keep_best": 2},
+                         run_opts={"device": "cpu", "noprogressbar": True},
+                         checkpointer=AtomicCheckpointer(tmp_path, {"model": model}))
+    brain.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch, sisdri in enumerate((1.0, 3.0, -2.0, 2.0), start=1):  # the weights are the epoch's SISDRi
+        with torch.no_grad():
+            model.weight.fill_(sisdri)
+        brain.end_validation(epoch, {"loss": -sisdri, "SISDRi": sisdri})
+    # SpeechBrain keeps the keep_best best and the keep_best most recent: larger being better,
+    # epoch 1 (1.0) goes and the oldest best (3.0) stays (smaller being better, it would be the other way round)
+    kept = sorted(c.meta["SISDRi"] for c in brain.checkpointer.list_checkpoints())
+    assert kept == [-2.0, 2.0, 3.0]
+    assert len(brain.average_best(1)) == 1 and torch.all(model.weight == 3.0)
+    assert len(brain.average_best()) == 2 and torch.allclose(model.weight, torch.full((1, 2), 2.5))

@@ -31,9 +31,19 @@ threads, the process's nice value and the load average before and after,
 since a busy machine inflates every figure. Prints a markdown table and writes
 ``transcribe_speed.md`` and ``transcribe_speed.csv`` under ``--out``.
 
+``--auto-avsr video|audio|av`` measures instead the architecture of
+Auto-AVSR's published LRS3 models (about 250 M parameters for audio or video,
+440 M audio-visual) with random weights and a 5049-token vocabulary, as
+their checkpoints have; ``--quantize`` also measures the same model with
+int8 dynamic quantisation of its linear layers (``avsr transcribe
+--quantize``) on the same input and reports how much that changes the
+output: the largest difference of the CTC log-probabilities and the share of
+25 fps steps whose most likely token is the same, on the first segment, and
+the word difference of the two transcripts.
+
 Usage:
     python tools/benchmarks/transcribe_speed.py [--seconds 60] [--video V] [--model NAME | --checkpoint PATH]
-        [--beam 10] [--modality av] [--out results/benchmarks]
+        [--auto-avsr video|audio|av] [--quantize] [--beam 10] [--modality av] [--out results/benchmarks]
 """
 
 from __future__ import annotations
@@ -140,6 +150,92 @@ def measure(tr: Transcriber, video: str, modality: str, duration: float) -> tupl
     return rows, result
 
 
+def model_name(args: argparse.Namespace) -> str:
+    """How the header names the model measured."""
+    if args.auto_avsr:
+        return f"Auto-AVSR {args.auto_avsr} architecture (random weights, {_params(args.auto_avsr)} M parameters)"
+    return Path(args.checkpoint).name if args.checkpoint else args.model or "synthgrid-avsr-tiny (default)"
+
+
+_PARAMS: dict[str, float] = {}
+
+
+def _params(modality: str) -> str:
+    return f"{_PARAMS.get(modality, float('nan')):.0f}"
+
+
+def auto_avsr_transcriber(modality: str, beam: int) -> Transcriber:
+    """A random-weight model of Auto-AVSR's published size and vocabulary size (5049), on the CPU."""
+    from avsr.models.avsr import auto_avsr_config, build_model, count_parameters
+    from avsr.models.compat.auto_avsr import CROP_PRESET
+    from avsr.tokenizer import CharTokenizer
+
+    tok = CharTokenizer([chr(0x4E00 + i) for i in range(5049 - 3)])  # 5049 ids, as their units + blank + eos
+    torch.manual_seed(0)
+    model = build_model(auto_avsr_config(tok.vocab_size, modality)).eval()
+    _PARAMS[modality] = count_parameters(model) / 1e6
+    return Transcriber(model, tok, device="cpu", beam_size=beam, ctc_weight=0.1, crop_preset=CROP_PRESET)
+
+
+@torch.inference_mode()
+def _first_segment_log_probs(model: torch.nn.Module, path: str, result: dict, modality: str,
+                             preset: str | None = None) -> torch.Tensor:
+    """CTC log-probabilities of the first segment of ``result`` (the same input for both models)."""
+    from avsr.vision import extract_mouths_from_file
+
+    seg = result["segments"][0] if result["segments"] else {"start": 0.0, "end": 4.0}
+    start, end = float(seg["start"]), float(seg["end"])
+    reads = getattr(model, "modalities", ("audio", "video"))
+    audio = mouths = None
+    if "audio" in reads and modality in ("auto", "av", "audio"):
+        clip = read_av(path, start=start or None, end=end, video=False)
+        audio = torch.from_numpy(clip.audio).unsqueeze(0)
+    if "video" in reads and modality in ("auto", "av", "video"):
+        track = extract_mouths_from_file(path, fps=FRAME_RATE, start=start or None, end=end,
+                                         **({"preset": preset} if preset else {}))
+        mouths = torch.from_numpy(np.ascontiguousarray(track.mouths)).unsqueeze(0)
+    if audio is not None and mouths is not None:  # the same number of 25 fps steps
+        steps = min(audio.size(1) // 640, mouths.size(1))
+        audio, mouths = audio[:, : steps * 640], mouths[:, :steps]
+    enc, _ = model.encode(audio, None, mouths, None)
+    return model.ctc_log_probs(enc)[0].float()
+
+
+def quantized_rows(tr: Transcriber, video: str, modality: str, duration: float,
+                   result: dict) -> tuple[list[dict], list[dict]]:
+    """RTF of the int8-quantised model on the same input (timing rows), and how much its output differs."""
+    import copy
+
+    import jiwer
+
+    from avsr.inference import quantize_linear
+
+    reference = _first_segment_log_probs(tr.model, video, result, modality, tr.crop_preset)
+    float_model = copy.deepcopy(tr.model)
+    tr.model = quantize_linear(tr.model)
+    tr.quantized = True
+    tr.transcribe(video, modality)  # warm-up of the quantised kernels
+    rows, q_result = measure(tr, video, modality, duration)
+    quantized = _first_segment_log_probs(tr.model, video, result, modality, tr.crop_preset)
+    tr.model = float_model
+    n = min(len(reference), len(quantized))
+    max_diff = float((reference[:n] - quantized[:n]).abs().max())
+    agree = float((reference[:n].argmax(-1) == quantized[:n].argmax(-1)).float().mean())
+    ref_text, q_text = result["text"] or "-", q_result["text"] or "-"
+    word_change = 100.0 * jiwer.wer(ref_text, q_text)
+    timing = [dict(r, stage=f"int8: {r['stage']}") for r in rows if r["stage"] in
+              ("model", "search", "model + search", "whole pipeline")]
+    change = [
+        {"measure": "max abs CTC log-prob difference", "what": "first segment, int8 vs float32",
+         "value": round(max_diff, 4)},
+        {"measure": "same best token per 25 fps step (%)", "what": "first segment, int8 vs float32",
+         "value": round(100.0 * agree, 2)},
+        {"measure": "transcript word difference (%)", "what": "WER of the int8 transcript against the float32 one",
+         "value": round(word_change, 2)},
+    ]
+    return timing, change
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and save it; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -148,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--model", default=None, help="bundled model name (default: the demo model)")
     group.add_argument("--checkpoint", default=None, help="model bundle (.safetensors)")
+    group.add_argument("--auto-avsr", default=None, choices=("video", "audio", "av"),
+                       help="random-weight model of Auto-AVSR's published architecture (this modality)")
+    p.add_argument("--quantize", action="store_true",
+                   help="also measure int8 dynamic quantisation of the linear layers, and its output change")
     p.add_argument("--beam", type=int, default=10, help="beam size (default 10, as avsr transcribe)")
     p.add_argument("--modality", default="av", choices=("av", "audio", "video", "auto"),
                    help="modality (default av)")
@@ -158,24 +258,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--seconds must be positive, got {args.seconds}")
     load_before = os.getloadavg()
     kwargs = dict(device="cpu", beam_size=args.beam)
+    modality = args.modality
     try:
-        tr = (Transcriber.from_checkpoint(args.checkpoint, **kwargs) if args.checkpoint
-              else Transcriber.from_pretrained(args.model, **kwargs))
+        if args.auto_avsr:
+            tr = auto_avsr_transcriber(args.auto_avsr, args.beam)
+            modality = "auto" if args.auto_avsr != "av" else args.modality
+        else:
+            tr = (Transcriber.from_checkpoint(args.checkpoint, **kwargs) if args.checkpoint
+                  else Transcriber.from_pretrained(args.model, **kwargs))
         with tr, tempfile.TemporaryDirectory(prefix="transcribe-speed-") as tmp:
             video = os.path.join(tmp, "long.mp4")
             duration = make_long_video(args.video, video, args.seconds)
             warm = os.path.join(tmp, "warm.mp4")
             make_long_video(args.video, warm, 3.0)
-            tr.transcribe(warm, args.modality)  # load the VAD, the face mesh graph, first-call allocations
-            rows, result = measure(tr, video, args.modality, duration)
+            tr.transcribe(warm, modality)  # load the VAD, the face mesh graph, first-call allocations
+            rows, result = measure(tr, video, modality, duration)
             info = probe(video)["video"]
+            change: list[dict] = []
+            if args.quantize:
+                timing, change = quantized_rows(tr, video, modality, duration, result)
+                rows += timing
     except AVSRError as e:
         print(f"transcribe_speed: error: {e}", file=sys.stderr)
         return 1
     load_after = os.getloadavg()
     header = (
-        f"avsr transcribe speed, --modality {args.modality}, beam {args.beam}, model "
-        f"{Path(args.checkpoint).name if args.checkpoint else args.model or 'synthgrid-avsr-tiny (default)'}, "
+        f"avsr transcribe speed, --modality {modality}, beam {args.beam}, model "
+        f"{model_name(args)}, "
         f"on {Path(args.video).name} looped to {duration:g} s ({info['width']}x{info['height']}, "
         f"{info['fps']:g} fps, {info['codec']}; {len(result['segments'])} segments). "
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, torch {torch.__version__} "
@@ -188,8 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         formats={"seconds": ".2f", "rtf": ".3f", "share_pct": ".1f"}, right=("seconds", "rtf", "share_pct", "target"),
     )
     print(table)
-    md_path, csv_path = save_table(args.out, "transcribe_speed", table, rows)
+    name = f"transcribe_speed_auto_avsr_{args.auto_avsr}" if args.auto_avsr else "transcribe_speed"
+    md_path, csv_path = save_table(args.out, name, table, rows)
     print(f"saved {md_path} and {csv_path}")
+    if change:
+        change_table = markdown_table(change, f"Output change of int8 dynamic quantisation ({model_name(args)}, "
+                                              "same input)", formats={"value": "g"}, right=("value",))
+        print(change_table)
+        md_path, csv_path = save_table(args.out, name + "_int8_change", change_table, change)
+        print(f"saved {md_path} and {csv_path}")
     return 0
 
 
