@@ -53,11 +53,10 @@ import numpy as np
 import torch
 
 from avsr.errors import AVSRError, InputError
-from avsr.inference import FRAME_RATE, SAMPLES_PER_STEP, check_device
+from avsr.inference import FRAME_RATE, SAMPLES_PER_STEP, _DetectorOwner, check_device
 
 if TYPE_CHECKING:
     from avsr.models.enhancer import EnhancerModel
-    from avsr.vision import LandmarkDetector
 
 __all__ = ["DEFAULT_ENHANCER", "ENHANCE_MODALITIES", "AUDIO_OUTPUTS", "Enhancer", "chunk_plan", "no_face_spans",
            "output_extension", "plan_outputs"]
@@ -148,7 +147,7 @@ class _AudioSink:
             self.file = None
 
 
-class Enhancer:
+class Enhancer(_DetectorOwner):
     """Audio-visual speech enhancement of media files and arrays.
 
     Args:
@@ -180,7 +179,6 @@ class Enhancer:
         self.chunk_steps = int(round(chunk_seconds * FRAME_RATE))
         self.overlap_steps = int(round(overlap_seconds * FRAME_RATE))
         self.progress = progress
-        self._detector: "LandmarkDetector | None" = None
 
     # ------------------------------------------------------------------ construction
 
@@ -206,25 +204,6 @@ class Enhancer:
         from avsr.pretrained import pretrained_path
 
         return cls.from_checkpoint(pretrained_path(name or DEFAULT_ENHANCER), device=device, **kwargs)
-
-    def close(self) -> None:
-        """Release the face landmark detector (created on first use)."""
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
-
-    def __enter__(self) -> "Enhancer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _landmarks(self) -> "LandmarkDetector":
-        if self._detector is None:
-            from avsr.vision import LandmarkDetector
-
-            self._detector = LandmarkDetector()
-        return self._detector
 
     # ------------------------------------------------------------------ arrays
 

@@ -95,7 +95,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -634,6 +634,7 @@ def _fit_track(track: "MouthTrack", n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 _Detector = Callable[[], "LandmarkDetector"]
+_Owner = TypeVar("_Owner", bound="_DetectorOwner")
 
 
 def _crop_kwargs(preset: str | None) -> dict:
@@ -643,6 +644,36 @@ def _crop_kwargs(preset: str | None) -> dict:
     trained on (e.g. ``"auto_avsr"``, :mod:`avsr.vision.presets`).
     """
     return {} if preset is None else {"preset": preset}
+
+
+class _DetectorOwner:
+    """A face landmark detector created on first use and released by :meth:`close` (or ``with``).
+
+    Shared by :class:`Transcriber` and :class:`avsr.enhancement.Enhancer`,
+    which hand :meth:`_landmarks` to the media readers.
+    """
+
+    _detector: "LandmarkDetector | None" = None
+
+    def close(self) -> None:
+        """Release the face landmark detector (created on first use)."""
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+
+    def __enter__(self: _Owner) -> _Owner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _landmarks(self) -> "LandmarkDetector":
+        """The detector, created on the first call."""
+        if self._detector is None:
+            from avsr.vision import LandmarkDetector
+
+            self._detector = LandmarkDetector()
+        return self._detector
 
 
 class _FileMedia:
@@ -915,7 +946,7 @@ class _Tally:
     unreadable_video: str | None = None
 
 
-class Transcriber:
+class Transcriber(_DetectorOwner):
     """Speech recognition of media files with an AVSR model (audio, lips or both).
 
     Args:
@@ -993,7 +1024,6 @@ class Transcriber:
         self.min_face = float(min_face)
         self.progress = progress
         self.vad = VoiceActivityDetector()
-        self._detector: "LandmarkDetector | None" = None
         #: ``None``, or a dict to which each call adds the seconds per stage (:data:`TIMED_STAGES`;
         #: in this process only: not in the workers of ``transcribe_many(jobs > 1)``).
         self.timings: dict[str, float] | None = None
@@ -1055,25 +1085,6 @@ class Transcriber:
         from avsr.pretrained import DEFAULT_MODEL, pretrained_path
 
         return cls.from_checkpoint(pretrained_path(name or DEFAULT_MODEL), device=device, **kwargs)
-
-    def close(self) -> None:
-        """Release the face landmark detector (created on first use)."""
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
-
-    def __enter__(self) -> "Transcriber":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _landmarks(self) -> "LandmarkDetector":
-        if self._detector is None:
-            from avsr.vision import LandmarkDetector
-
-            self._detector = LandmarkDetector()
-        return self._detector
 
     # ------------------------------------------------------------------ transcription
 
