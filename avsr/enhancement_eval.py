@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from avsr.errors import InputError
-from avsr.evaluation import _items, _parse_levels, check_output_dir, noise_seed
+from avsr.evaluation import _choices, _parse_levels, _snr_value, check_output_dir, noise_seed
 
 if TYPE_CHECKING:
     from torch import nn
@@ -82,14 +82,7 @@ def parse_enhance_noises(values: str | Sequence[str]) -> tuple[str, ...]:
     """
     from avsr.audio.noise import NOISE_TYPES
 
-    items = _items(values)
-    known = (*NOISE_TYPES, TALKER)
-    unknown = [k for k in items if k not in known]
-    if unknown:
-        raise InputError(None, f"unknown noise type {', '.join(unknown)} (choose from {', '.join(known)})")
-    if not items:
-        raise InputError(None, "no noise type given")
-    return tuple(items)
+    return _choices(values, (*NOISE_TYPES, TALKER), "noise type")
 
 
 def parse_condition(value: str | None) -> tuple[str, float] | None:
@@ -309,7 +302,7 @@ def evaluate_enhancement(
             for name in SYSTEMS:
                 sc = scores[cell, name]
                 rows.append({
-                    "noise": kind, "snr": "clean" if math.isinf(snr) else (int(snr) if snr == int(snr) else snr),
+                    "noise": kind, "snr": _snr_value(snr),
                     "system": name, "si_sdr": round(sc.mean("si_sdr"), 2),
                     "si_sdri": "" if math.isinf(snr) else round(sc.mean("si_sdri"), 2),
                     "pesq": round(sc.mean("pesq"), 3) if pesq else "", "stoi": round(sc.mean("stoi"), 4),
@@ -320,7 +313,7 @@ def evaluate_enhancement(
         kind, snr = wer_condition
         for name in wer_inputs:
             e, total = wer_counts[name]
-            wer_rows.append({"noise": kind, "snr": int(snr) if snr == int(snr) else snr, "input": name,
+            wer_rows.append({"noise": kind, "snr": _snr_value(snr), "input": name,
                              "wer": round(100.0 * e / max(1, total), 2), "utterances": n})
     return rows, wer_rows
 
@@ -391,7 +384,7 @@ def write_enhance_results(rows: Sequence[dict], wer_rows: Sequence[dict], exampl
     Raises:
         InputError: no rows, or an unwritable folder.
     """
-    from avsr.utils import atomic_path, save_csv_atomic
+    from avsr.utils import save_table
 
     if not rows:
         raise InputError(None, "no results to write")
@@ -399,14 +392,10 @@ def write_enhance_results(rows: Sequence[dict], wer_rows: Sequence[dict], exampl
     out = Path(out_dir)
     paths = {"csv": out / "enhance_results.csv", "markdown": out / "enhance_results.md"}
     try:
-        save_csv_atomic(paths["csv"], rows, COLUMNS)
-        with atomic_path(paths["markdown"]) as tmp:
-            tmp.write_text(results_markdown(rows), encoding="utf-8")
+        save_table(out, "enhance_results", results_markdown(rows), rows, COLUMNS)
         if wer_rows:
-            paths["wer_csv"], paths["wer_markdown"] = out / "wer.csv", out / "wer.md"
-            save_csv_atomic(paths["wer_csv"], wer_rows, WER_COLUMNS)
-            with atomic_path(paths["wer_markdown"]) as tmp:
-                tmp.write_text(wer_markdown(wer_rows), encoding="utf-8")
+            markdown, csv = save_table(out, "wer", wer_markdown(wer_rows), wer_rows, WER_COLUMNS)
+            paths["wer_csv"], paths["wer_markdown"] = csv, markdown
         if example:
             paths["plot"] = out / "spectrograms.png"
             plot_spectrograms(example, paths["plot"])

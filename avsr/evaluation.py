@@ -90,6 +90,29 @@ def _items(values: str | Iterable[str]) -> list[str]:
     return out
 
 
+def _choices(values: str | Iterable[str], known: Sequence[str], what: str) -> tuple[str, ...]:
+    """:func:`_items` of ``values``, each one of ``known``.
+
+    Args:
+        values: a list, or a comma-separated string.
+        known: the allowed values (listed in the error).
+        what: their name in messages (``"modality"``, ``"noise type"``).
+
+    Returns:
+        the values, duplicates dropped, in the given order.
+
+    Raises:
+        InputError: an unknown value, or none.
+    """
+    items = _items(values)
+    unknown = [v for v in items if v not in known]
+    if unknown:
+        raise InputError(None, f"unknown {what} {', '.join(unknown)} (choose from {', '.join(known)})")
+    if not items:
+        raise InputError(None, f"no {what} given")
+    return tuple(items)
+
+
 def parse_modalities(values: str | Iterable[str]) -> tuple[str, ...]:
     """Parse modalities (``av``, ``audio``, ``video``).
 
@@ -102,13 +125,7 @@ def parse_modalities(values: str | Iterable[str]) -> tuple[str, ...]:
     Raises:
         InputError: an unknown modality, or none.
     """
-    items = _items(values)
-    unknown = [m for m in items if m not in MODALITIES]
-    if unknown:
-        raise InputError(None, f"unknown modality {', '.join(unknown)} (choose from {', '.join(MODALITIES)})")
-    if not items:
-        raise InputError(None, "no modality given")
-    return tuple(items)
+    return _choices(values, MODALITIES, "modality")
 
 
 def parse_noises(values: str | Iterable[str]) -> tuple[str, ...]:
@@ -125,13 +142,7 @@ def parse_noises(values: str | Iterable[str]) -> tuple[str, ...]:
     """
     from avsr.audio.noise import NOISE_TYPES
 
-    items = _items(values)
-    unknown = [k for k in items if k not in NOISE_TYPES]
-    if unknown:
-        raise InputError(None, f"unknown noise type {', '.join(unknown)} (choose from {', '.join(NOISE_TYPES)})")
-    if not items:
-        raise InputError(None, "no noise type given")
-    return tuple(items)
+    return _choices(values, NOISE_TYPES, "noise type")
 
 
 def _parse_levels(snrs: str | Sequence[str | float | int]) -> list[float]:
@@ -557,7 +568,7 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike) -> dict[str,
     Raises:
         InputError: no rows, rows with other keys, or an unwritable folder.
     """
-    from avsr.utils import atomic_path, save_csv_atomic
+    from avsr.utils import save_table
 
     _check_rows(rows)
     check_output_dir(out_dir)
@@ -565,9 +576,7 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike) -> dict[str,
     paths = {"csv": out / "results.csv", "markdown": out / "results.md", "plot": out / "wer_vs_snr.png"}
     markdown = results_markdown(rows)
     try:
-        save_csv_atomic(paths["csv"], rows, COLUMNS)
-        with atomic_path(paths["markdown"]) as tmp:
-            tmp.write_text(markdown, encoding="utf-8")
+        save_table(out, "results", markdown, rows, COLUMNS)
         plot_results(rows, paths["plot"])
     except OSError as e:
         raise InputError(out, f"cannot write the results ({e.strerror or e})") from None

@@ -112,10 +112,20 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
-def save_table(out_dir: str | os.PathLike, name: str, markdown: str, rows: list[dict]) -> tuple[Path, Path]:
+def save_table(
+    out_dir: str | os.PathLike, name: str, markdown: str, rows: Sequence[dict], columns: Sequence[str] | None = None
+) -> tuple[Path, Path]:
     """Save a results table as ``OUT/NAME.md`` (the markdown) and ``OUT/NAME.csv`` (the rows).
 
-    Both writes are atomic. Used by the scripts in ``tools/benchmarks``.
+    Both writes are atomic (UTF-8). Used by the scripts in ``tools/benchmarks``
+    and the evaluation commands.
+
+    Args:
+        out_dir: the folder (created).
+        name: the file stem.
+        markdown: the table as markdown (a final newline is added if missing).
+        rows: the CSV rows.
+        columns: the CSV columns, in order (default: the first row's keys).
 
     Returns:
         The paths of the markdown and CSV files.
@@ -123,6 +133,6 @@ def save_table(out_dir: str | os.PathLike, name: str, markdown: str, rows: list[
     out = Path(out_dir)
     md_path, csv_path = out / f"{name}.md", out / f"{name}.csv"
     with atomic_path(md_path) as tmp:
-        tmp.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
-    save_csv_atomic(csv_path, rows, list(rows[0]) if rows else [])
+        tmp.write_text(markdown if markdown.endswith("\n") else markdown + "\n", encoding="utf-8")
+    save_csv_atomic(csv_path, rows, columns if columns is not None else (list(rows[0]) if rows else []))
     return md_path, csv_path
