@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -217,6 +217,32 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval(), tokenizer
 
 
+def _rebuild(path: str | os.PathLike, build: Callable[[], "nn.Module"], state: Mapping[str, Tensor], what: str,
+             errors: tuple[type[Exception], ...] = (TypeError, ValueError, RuntimeError)) -> "nn.Module":
+    """``build()`` a model and load a bundle's weights into it (strictly).
+
+    Args:
+        path: the bundle (named in the error).
+        build: makes the model from the bundle's config.
+        state: the bundle's weights.
+        what: the kind of weights in the message (``"enhancer"``, ``"LM"``...).
+        errors: the exceptions of ``build`` and loading that mean the weights do not fit.
+
+    Returns:
+        the model with the weights.
+
+    Raises:
+        InputError: the config does not build, or the weights do not fit it (the first line of why).
+    """
+    try:
+        model = build()
+        model.load_state_dict(state, strict=True)
+    except errors as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(path, f"{what} weights do not match the stored config: {first}") from None
+    return model
+
+
 def load_enhancer(path: str | os.PathLike, device: str | torch.device = "cpu") -> "EnhancerModel":
     """Rebuild a speech enhancement model from a bundle written by :func:`save_model`.
 
@@ -235,13 +261,7 @@ def load_enhancer(path: str | os.PathLike, device: str | torch.device = "cpu") -
     config, state, _ = load_bundle(path)
     if config.get("kind") != ENHANCER_KIND:
         raise InputError(path, "not a speech enhancement bundle (train one with recipes/SynthGRID/enhance)")
-    try:
-        model = build_enhancer(config)
-        model.load_state_dict(state, strict=True)
-    except (TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise InputError(path, f"enhancer weights do not match the stored config: {first}") from None
-    return model.to(device).eval()
+    return _rebuild(path, lambda: build_enhancer(config), state, "enhancer").to(device).eval()
 
 
 def load_lm(
@@ -269,12 +289,7 @@ def load_lm(
     if tokenizer is not None and lm_tokenizer != tokenizer:
         raise InputError(path, "language model was trained with another tokenizer than the recognition "
                                "model's (train the LM with the model's tokenizer)")
-    try:
-        lm = build_lm(config)
-        lm.load_state_dict(state, strict=True)
-    except (TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise InputError(path, f"LM weights do not match the stored config: {first}") from None
+    lm = _rebuild(path, lambda: build_lm(config), state, "LM")
     return lm.to(device).eval(), lm_tokenizer
 
 
@@ -310,12 +325,8 @@ def load_pretrain_model(path: str | os.PathLike, device: str | torch.device = "c
     config, state, _ = load_bundle(path)
     if config.get("kind") != PRETRAIN_KIND:
         raise InputError(path, "not a pretrained encoder bundle (make one with recipes/SynthGRID/pretrain)")
-    try:
-        model = build_pretrain_model({k: v for k, v in config.items() if k != "kind"})
-        model.load_state_dict(state, strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise InputError(path, f"pretrained weights do not match the stored config: {first}") from None
+    model = _rebuild(path, lambda: build_pretrain_model({k: v for k, v in config.items() if k != "kind"}), state,
+                     "pretrained", errors=(KeyError, TypeError, ValueError, RuntimeError))
     return model.to(device).eval()
 
 
