@@ -329,6 +329,7 @@ def encode_and_search(
     timings: dict[str, float] | None = None,
     lm: "TokenLM | None" = None,
     lm_weight: float = DEFAULT_LM_WEIGHT,
+    max_len_ratio: float = 1.0,
 ) -> Decoded:
     """Encode a batch with the modalities given and run joint CTC/attention beam search.
 
@@ -344,6 +345,7 @@ def encode_and_search(
         timings: adds the seconds of ``encode`` and ``search`` to it when given.
         lm: optional token language model for shallow fusion (same tokenizer as the model).
         lm_weight: weight of the LM score (used only with ``lm``).
+        max_len_ratio: longest output as a fraction of the encoder steps (1.0: one token a step).
 
     Returns:
         :class:`Decoded`.
@@ -359,7 +361,7 @@ def encode_and_search(
     hyps = joint_beam_search(
         model, enc, lengths, ctc_log_probs=log_probs, beam_size=beam_size, ctc_weight=ctc_weight,
         blank_id=int(getattr(model, "blank_id", 0)), nbest=nbest,
-        lm=lm, lm_weight=lm_weight if lm is not None else 0.0,
+        lm=lm, lm_weight=lm_weight if lm is not None else 0.0, max_len_ratio=max_len_ratio,
     )
     clock.lap("search")
     return Decoded(lengths=lengths, log_probs=log_probs, hypotheses=hyps)
@@ -968,6 +970,11 @@ class Transcriber(_DetectorOwner):
             bundle names ``"auto_avsr"``).
         quantize: int8 dynamic quantisation of the model's linear layers
             (CPU only; :func:`quantize_linear`).
+        max_len_ratio: longest output of the search as a fraction of the
+            encoder's 25 fps steps (default 1.0, one token a step: no
+            practical limit); e.g. ``4 / 25`` caps a segment at 4 tokens a
+            second (``tools/benchmarks/transcribe_speed.py`` uses this for
+            random-weight models, which never end a hypothesis).
 
     A model that reads one modality (e.g. Auto-AVSR's audio or video model)
     is given only that one: ``auto`` means that modality, and forcing another
@@ -993,8 +1000,11 @@ class Transcriber(_DetectorOwner):
         lm_weight: float = DEFAULT_LM_WEIGHT,
         crop_preset: str | None = None,
         quantize: bool = False,
+        max_len_ratio: float = 1.0,
     ) -> None:
         check_search(beam_size, ctc_weight, batch_size, lm_weight)
+        if not (max_len_ratio > 0 and math.isfinite(max_len_ratio)):
+            raise InputError(None, f"max output length ratio must be positive, got {max_len_ratio}")
         if lm is not None and lm.vocab_size != tokenizer.vocab_size:
             raise InputError(None, f"language model has {lm.vocab_size} tokens, the tokenizer "
                                    f"{tokenizer.vocab_size}: train the LM with the model's tokenizer")
@@ -1022,6 +1032,7 @@ class Transcriber(_DetectorOwner):
         self.batch_size = int(batch_size)
         self.max_segment = float(max_segment)
         self.min_face = float(min_face)
+        self.max_len_ratio = float(max_len_ratio)
         self.progress = progress
         self.vad = VoiceActivityDetector()
         #: ``None``, or a dict to which each call adds the seconds per stage (:data:`TIMED_STAGES`;
@@ -1190,7 +1201,7 @@ class Transcriber(_DetectorOwner):
                    weights)
         settings = dict(device=str(self.device), beam_size=self.beam_size, ctc_weight=self.ctc_weight,
                         batch_size=self.batch_size, max_segment=self.max_segment, min_face=self.min_face,
-                        lm_weight=self.lm_weight, crop_preset=self.crop_preset)
+                        lm_weight=self.lm_weight, crop_preset=self.crop_preset, max_len_ratio=self.max_len_ratio)
         lm_config = dict(self.lm.config) if self.lm is not None else None
         return _WorkerSpec(dict(config), self.tokenizer.to_dict(), lm_config, str(weights), settings,
                            max(1, torch.get_num_threads() // jobs))
@@ -1356,7 +1367,8 @@ class Transcriber(_DetectorOwner):
         if modality in _NEEDS_VIDEO:
             video = pad_batch([torch.from_numpy(np.ascontiguousarray(it.mouths)) for it in items], self.device)
         out = encode_and_search(self.model, audio, video, timings=self.timings, beam_size=self.beam_size,
-                                ctc_weight=self.ctc_weight, lm=self.lm, lm_weight=self.lm_weight)
+                                ctc_weight=self.ctc_weight, lm=self.lm, lm_weight=self.lm_weight,
+                                max_len_ratio=self.max_len_ratio)
         lam = self.ctc_weight
         clock = _Clock(self.timings)
         for b, it in enumerate(items):

@@ -32,7 +32,8 @@ def bundle(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_transcribe_speed_table(bench, bundle: Path, tmp_path: Path, capsys) -> None:
-    assert bench.main(["--checkpoint", str(bundle), "--seconds", "4", "--beam", "1", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--checkpoint", str(bundle), "--seconds", "4", "--beam", "1", "--tokens-per-second", "5",
+                       "--out", str(tmp_path)]) == 0
     assert "| whole pipeline |" in capsys.readouterr().out
     with open(tmp_path / "transcribe_speed.csv", newline="") as f:
         rows = {r["stage"]: r for r in csv.DictReader(f)}
@@ -44,10 +45,18 @@ def test_transcribe_speed_table(bench, bundle: Path, tmp_path: Path, capsys) -> 
     # decoding is timed in a second pass, so allow it some slack over the pipeline's own share
     assert sum(seconds[k] for k in parts) <= 1.25 * seconds["whole pipeline"]
     assert float(rows["whole pipeline"]["rtf"]) == pytest.approx(seconds["whole pipeline"] / 4.0, rel=0.01)
-    assert (tmp_path / "transcribe_speed.md").read_text().startswith("avsr transcribe speed")
+    title = (tmp_path / "transcribe_speed.md").read_text().splitlines()[0]
+    assert title.startswith("avsr transcribe speed") and "search capped at 5 tokens/s" in title
 
 
 def test_bad_input_is_one_line(bench, bundle: Path, tmp_path: Path, capsys) -> None:
     code = bench.main(["--checkpoint", str(bundle), "--video", str(tmp_path / "missing.mp4"), "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "missing.mp4" in err[0]
+
+
+@pytest.mark.parametrize("rate", ["0", "-1", "26", "nan"])
+def test_tokens_per_second_must_be_in_range(bench, rate: str, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--auto-avsr", "video", "--tokens-per-second", rate, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--tokens-per-second must be in (0, 25]" in capsys.readouterr().err

@@ -345,3 +345,20 @@ def test_jobs_must_be_a_positive_integer(transcriber: Transcriber, media: dict) 
     for bad in (0, -2, 1.5):
         with pytest.raises(InputError, match="jobs must be a positive integer"):
             next(transcriber.transcribe_many([media["speech.wav"]], jobs=bad))
+
+
+def test_max_len_ratio_caps_the_search(bundle: Path, media: dict) -> None:
+    from avsr.checkpoints import load_model
+    from avsr.inference import encode_and_search, pad_batch
+
+    model, _ = load_model(bundle)
+    audio = read_av(media["speech.wav"]).audio[: 3 * 16000]
+    batch = pad_batch([torch.from_numpy(audio), torch.from_numpy(audio[:16000].copy())], "cpu")
+    free = encode_and_search(model, batch, None, beam_size=2, ctc_weight=0.3)
+    capped = encode_and_search(model, batch, None, beam_size=2, ctc_weight=0.3, max_len_ratio=0.1)
+    caps = [math.ceil(0.1 * int(n)) for n in capped.lengths]
+    assert all(len(h.tokens) <= cap for hyps, cap in zip(capped.hypotheses, caps) for h in hyps)
+    assert any(len(hyps[0].tokens) > cap for hyps, cap in zip(free.hypotheses, caps))  # the cap did bite
+    for bad in (0.0, -1.0, math.inf):
+        with pytest.raises(InputError, match="max output length ratio must be positive"):
+            Transcriber.from_checkpoint(bundle, device="cpu", max_len_ratio=bad)

@@ -41,9 +41,19 @@ output: the largest difference of the CTC log-probabilities and the share of
 25 fps steps whose most likely token is the same, on the first segment, and
 the word difference of the two transcripts.
 
+``--tokens-per-second R`` caps the beam search at ``R`` output tokens per
+second of each segment (``Transcriber(max_len_ratio=R / 25)``). A
+random-weight model never ends a hypothesis, so without a cap its search runs
+to the length limit, one token per 25 fps encoder step (25 tokens a second),
+which makes the search time meaningless; ``--auto-avsr`` therefore uses 3.5
+by default, a rough estimate of what a trained model with their 5000-unit
+subword vocabulary emits on TED speech (some 2.5 to 3 words a second, a
+little more units than words). The cap is stated in the table's title.
+
 Usage:
     python tools/benchmarks/transcribe_speed.py [--seconds 60] [--video V] [--model NAME | --checkpoint PATH]
-        [--auto-avsr video|audio|av] [--quantize] [--beam 10] [--modality av] [--out results/benchmarks]
+        [--auto-avsr video|audio|av] [--quantize] [--tokens-per-second R] [--beam 10] [--modality av]
+        [--out results/benchmarks]
 """
 
 from __future__ import annotations
@@ -72,6 +82,8 @@ from avsr.utils import markdown_table, save_table  # noqa: E402
 DEMO = ROOT / "egs" / "transcribe" / "demo.mp4"
 #: Goals of issue 10 on this CPU (real-time factors).
 TARGETS = {"whole pipeline": 0.3, "model + search": 0.1}
+#: Output length cap of ``--auto-avsr`` (tokens per second of speech), as a trained subword model emits.
+AUTO_AVSR_TOKENS_PER_SECOND = 3.5
 
 
 def make_long_video(source: str | os.PathLike, path: str | os.PathLike, seconds: float) -> float:
@@ -164,8 +176,17 @@ def _params(modality: str) -> str:
     return f"{_PARAMS.get(modality, float('nan')):.0f}"
 
 
-def auto_avsr_transcriber(modality: str, beam: int) -> Transcriber:
-    """A random-weight model of Auto-AVSR's published size and vocabulary size (5049), on the CPU."""
+def auto_avsr_transcriber(modality: str, beam: int, max_len_ratio: float = 1.0) -> Transcriber:
+    """A random-weight model of Auto-AVSR's published size and vocabulary size (5049), on the CPU.
+
+    Args:
+        modality: ``video``, ``audio`` or ``av``.
+        beam: beam size.
+        max_len_ratio: the search's output length cap (:class:`Transcriber`).
+
+    Returns:
+        the transcriber (beam ``beam``, CTC weight 0.1, their crop).
+    """
     from avsr.models.avsr import auto_avsr_config, build_model, count_parameters
     from avsr.models.compat.auto_avsr import CROP_PRESET
     from avsr.tokenizer import CharTokenizer
@@ -174,7 +195,8 @@ def auto_avsr_transcriber(modality: str, beam: int) -> Transcriber:
     torch.manual_seed(0)
     model = build_model(auto_avsr_config(tok.vocab_size, modality)).eval()
     _PARAMS[modality] = count_parameters(model) / 1e6
-    return Transcriber(model, tok, device="cpu", beam_size=beam, ctc_weight=0.1, crop_preset=CROP_PRESET)
+    return Transcriber(model, tok, device="cpu", beam_size=beam, ctc_weight=0.1, crop_preset=CROP_PRESET,
+                       max_len_ratio=max_len_ratio)
 
 
 @torch.inference_mode()
@@ -248,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="random-weight model of Auto-AVSR's published architecture (this modality)")
     p.add_argument("--quantize", action="store_true",
                    help="also measure int8 dynamic quantisation of the linear layers, and its output change")
+    p.add_argument("--tokens-per-second", type=float, default=None, metavar="R",
+                   help="cap the search at R output tokens per second of speech (default: "
+                        f"{AUTO_AVSR_TOKENS_PER_SECOND:g} with --auto-avsr, else no cap)")
     p.add_argument("--beam", type=int, default=10, help="beam size (default 10, as avsr transcribe)")
     p.add_argument("--modality", default="av", choices=("av", "audio", "video", "auto"),
                    help="modality (default av)")
@@ -256,12 +281,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.seconds > 0:
         p.error(f"--seconds must be positive, got {args.seconds}")
+    rate = args.tokens_per_second
+    if rate is None and args.auto_avsr:
+        rate = AUTO_AVSR_TOKENS_PER_SECOND
+    if rate is not None and not (0 < rate <= FRAME_RATE):
+        p.error(f"--tokens-per-second must be in (0, {FRAME_RATE}], got {rate:g}")
+    ratio = rate / FRAME_RATE if rate is not None else 1.0
     load_before = os.getloadavg()
-    kwargs = dict(device="cpu", beam_size=args.beam)
+    kwargs = dict(device="cpu", beam_size=args.beam, max_len_ratio=ratio)
     modality = args.modality
     try:
         if args.auto_avsr:
-            tr = auto_avsr_transcriber(args.auto_avsr, args.beam)
+            tr = auto_avsr_transcriber(args.auto_avsr, args.beam, ratio)
             modality = "auto" if args.auto_avsr != "av" else args.modality
         else:
             tr = (Transcriber.from_checkpoint(args.checkpoint, **kwargs) if args.checkpoint
@@ -283,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     load_after = os.getloadavg()
     header = (
-        f"avsr transcribe speed, --modality {modality}, beam {args.beam}, model "
+        f"avsr transcribe speed, --modality {modality}, beam {args.beam}"
+        f"{f', search capped at {rate:g} tokens/s' if rate is not None else ''}, model "
         f"{model_name(args)}, "
         f"on {Path(args.video).name} looped to {duration:g} s ({info['width']}x{info['height']}, "
         f"{info['fps']:g} fps, {info['codec']}; {len(result['segments'])} segments). "
