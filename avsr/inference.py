@@ -639,15 +639,6 @@ _Detector = Callable[[], "LandmarkDetector"]
 _Owner = TypeVar("_Owner", bound="_DetectorOwner")
 
 
-def _crop_kwargs(preset: str | None) -> dict:
-    """``{"preset": preset}`` for a lip-frontend call, ``{}`` for the default crop.
-
-    A model converted from another toolkit names the crop its weights were
-    trained on (e.g. ``"auto_avsr"``, :mod:`avsr.vision.presets`).
-    """
-    return {} if preset is None else {"preset": preset}
-
-
 class _DetectorOwner:
     """A face landmark detector created on first use and released by :meth:`close` (or ``with``).
 
@@ -739,7 +730,7 @@ class _FileMedia:
         try:
             track = extract_mouths_from_file(self.name, fps=FRAME_RATE, start=k0 / FRAME_RATE or None,
                                              end=k1 / FRAME_RATE, detector=self._detector(),
-                                             **_crop_kwargs(self.crop_preset))
+                                             preset=self.crop_preset)
         except NoFaceError:
             return None
         return _fit_track(track, k1 - k0)
@@ -788,7 +779,7 @@ class _ClipMedia:
             c = self.clip
             try:
                 t = extract_mouths(c.frames, c.timestamps, fps=FRAME_RATE, detector=self._detector(),
-                                   **_crop_kwargs(self.crop_preset))
+                                   preset=self.crop_preset)
                 self._track = (t.mouths, t.found, float(c.timestamps[0]) if c.timestamps is not None else 0.0)
             except NoFaceError:
                 self._track = None

@@ -126,7 +126,7 @@ def extract_mouths(
     *,
     smooth_window: int | None = None,
     detector: LandmarkDetector | None = None,
-    preset: str | CropPreset = DEFAULT_PRESET,
+    preset: str | CropPreset | None = DEFAULT_PRESET,
 ) -> MouthTrack:
     """Mouth crops of in-memory frames.
 
@@ -140,7 +140,8 @@ def extract_mouths(
         smooth_window: frames in the landmark moving average (default: the preset's).
         detector: a detector to reuse (reset first); default: a new one.
         preset: crop geometry, ``"avsr"`` or ``"auto_avsr"`` (see
-            :mod:`avsr.vision.presets`), or a :class:`CropPreset`.
+            :mod:`avsr.vision.presets`), a :class:`CropPreset`, or ``None``
+            (the default, ``"avsr"``).
 
     Returns:
         :class:`MouthTrack` with ``T' = len(frames)`` (or the resampled count).
@@ -180,7 +181,7 @@ def extract_mouths_from_file(
     *,
     smooth_window: int | None = None,
     detector: LandmarkDetector | None = None,
-    preset: str | CropPreset = DEFAULT_PRESET,
+    preset: str | CropPreset | None = DEFAULT_PRESET,
 ) -> MouthTrack:
     """Mouth crops of a video file, streamed (memory stays bounded on long files).
 
@@ -197,7 +198,8 @@ def extract_mouths_from_file(
         smooth_window: frames in the landmark moving average (default: the preset's).
         detector: a detector to reuse (reset first); default: a new one.
         preset: crop geometry, ``"avsr"`` or ``"auto_avsr"`` (see
-            :mod:`avsr.vision.presets`), or a :class:`CropPreset`.
+            :mod:`avsr.vision.presets`), a :class:`CropPreset`, or ``None``
+            (the default, ``"avsr"``).
 
     Returns:
         :class:`MouthTrack`.

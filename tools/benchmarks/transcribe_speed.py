@@ -214,7 +214,7 @@ def _first_segment_log_probs(model: torch.nn.Module, path: str, result: dict, mo
         audio = torch.from_numpy(clip.audio).unsqueeze(0)
     if "video" in reads and modality in ("auto", "av", "video"):
         track = extract_mouths_from_file(path, fps=FRAME_RATE, start=start or None, end=end,
-                                         **({"preset": preset} if preset else {}))
+                                         preset=preset)
         mouths = torch.from_numpy(np.ascontiguousarray(track.mouths)).unsqueeze(0)
     if audio is not None and mouths is not None:  # the same number of 25 fps steps
         steps = min(audio.size(1) // 640, mouths.size(1))
