@@ -8,12 +8,11 @@ stderr and exit code 1; set ``AVSR_DEBUG=1`` to see tracebacks instead.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable, Sequence
 
 from avsr import __version__
-from avsr.errors import AVSRError
+from avsr.errors import AVSRError, run_reporting
 
 AddArgs = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
@@ -455,26 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except AVSRError as e:
-        if os.environ.get("AVSR_DEBUG"):
-            raise
-        print(f"avsr {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"avsr {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # last resort: still one line, never a traceback
-        if os.environ.get("AVSR_DEBUG"):
-            raise
-        print(
-            f"avsr {args.command}: internal error: {type(e).__name__}: {e} "
-            "(set AVSR_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
-        return 1
-
+    # last resort included: still one line, never a traceback
+    return run_reporting(f"avsr {args.command}", lambda: args._run(args), internal_errors=True)
 
 if __name__ == "__main__":
     raise SystemExit(main())

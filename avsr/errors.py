@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from typing import Callable
 
 
 class AVSRError(Exception):
@@ -29,3 +31,31 @@ class NoFaceError(InputError):
     Callers that can fall back to audio catch this one and let other input
     errors (an unreadable file, no video stream) through.
     """
+
+
+def run_reporting(name: str, fn: Callable[[], int | None], *, error_code: int = 1,
+                  interrupted: str = "interrupted", internal_errors: bool = False) -> int:
+    """Run a command's body and return its exit code, the way every avsr command ends.
+
+    An :class:`AVSRError` becomes one line ``NAME: error: ...`` on stderr and
+    ``error_code``; Ctrl-C becomes ``NAME: <interrupted>`` and 130. With
+    ``internal_errors`` any other exception is also one line (and 1), never a
+    traceback. ``AVSR_DEBUG=1`` lets the errors through with their tracebacks.
+    """
+    debug = bool(os.environ.get("AVSR_DEBUG"))
+    try:
+        return int(fn() or 0)
+    except AVSRError as e:
+        if debug:
+            raise
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return error_code
+    except KeyboardInterrupt:
+        print(f"{name}: {interrupted}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug or not internal_errors:
+            raise
+        print(f"{name}: internal error: {type(e).__name__}: {e} (set AVSR_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1

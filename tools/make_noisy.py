@@ -28,14 +28,13 @@ import argparse
 import csv
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from avsr.audio.noise import NOISE_SPLITS, NOISE_TYPES, NoiseBank, mix
-from avsr.errors import AVSRError, InputError
+from avsr.errors import InputError, run_reporting
 from avsr.io import AVClip, probe, read_av, replace_audio
 from avsr.utils import atomic_path, save_csv_atomic
 
@@ -174,23 +173,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="length of each pooled noise signal in seconds (default 20)")
     args = p.parse_args(argv)
     kinds = [k.strip() for k in args.noise.split(",") if k.strip()]
-    try:
+
+    def run() -> None:
         for k in kinds:
             if k not in NOISE_TYPES:
                 raise InputError(None, f"unknown noise type {k!r} (choose from {', '.join(NOISE_TYPES)})")
         for path in noisy_copy(args.manifest, args.out, args.snr, kinds, args.noise_split, args.seed,
                                args.noise_seconds):
             print(path)
-    except AVSRError as e:
-        if os.environ.get("AVSR_DEBUG"):
-            raise
-        print(f"make_noisy: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # finished files are complete (atomic writes); nothing half-written stays
-        print("make_noisy: interrupted", file=sys.stderr)
-        return 130
-    return 0
 
+    # finished files are complete (atomic writes); nothing half-written stays on Ctrl-C
+    return run_reporting("make_noisy", run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

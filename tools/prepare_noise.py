@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from avsr.errors import AVSRError, InputError  # noqa: E402
+from avsr.errors import InputError, run_reporting  # noqa: E402
 from avsr.utils import atomic_path, save_csv_atomic  # noqa: E402
 
 SPLITS = ("train", "valid", "test")
@@ -235,19 +235,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--talkers", type=int, default=6, help="voices in the babble (default 6)")
     p.add_argument("--seed", type=int, default=0, help="another split / draw")
     args = p.parse_args(argv)
-    try:
+
+    def run() -> None:
         paths = prepare_noise(args.out, args.musan, args.babble_from, valid=args.valid, test=args.test,
                               babble_files=args.babble_files, babble_seconds=args.babble_seconds,
                               talkers=args.talkers, seed=args.seed)
-    except AVSRError as e:
-        if os.environ.get("AVSR_DEBUG"):
-            raise
-        print(f"prepare_noise: error: {e}", file=sys.stderr)
-        return 1
-    for split, path in paths.items():
-        print(f"{split}: {path}")
-    return 0
+        for split, path in paths.items():
+            print(f"{split}: {path}")
 
+    return run_reporting("prepare_noise", run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

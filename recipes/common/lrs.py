@@ -21,7 +21,7 @@ import sys
 from typing import Callable, Sequence
 
 from avsr.data.lrs import LRS3_SUBSETS, Clip, held_out_speakers, list_lrs2, list_lrs3
-from avsr.errors import AVSRError, InputError
+from avsr.errors import InputError, run_reporting
 from recipes.common.av_prepare import PrepareSummary, prepare_corpus
 
 __all__ = ["lrs3_splits", "lrs2_splits", "prepare_lrs3", "prepare_lrs2", "main_lrs3", "main_lrs2"]
@@ -137,19 +137,12 @@ def _parser(description: str, corpus: str, train_default: str, vocab_default: in
 
 
 def _run(name: str, fn: Callable[[], PrepareSummary]) -> int:
-    try:
+    def run() -> None:
         summary = fn()
-    except AVSRError as e:
-        if os.environ.get("AVSR_DEBUG"):
-            raise
-        print(f"{name}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted (finished clips are kept; run again to resume)", file=sys.stderr)
-        return 130
-    if summary.tokenizer is not None:
-        print(f"tokenizer: {summary.tokenizer}" + ("" if summary.tokenizer_trained else " (unchanged)"))
-    return 0
+        if summary.tokenizer is not None:
+            print(f"tokenizer: {summary.tokenizer}" + ("" if summary.tokenizer_trained else " (unchanged)"))
+
+    return run_reporting(name, run, interrupted="interrupted (finished clips are kept; run again to resume)")
 
 
 def main_lrs3(argv: Sequence[str] | None = None, *, description: str, vocab_default: int | None = 5000,
