@@ -110,8 +110,12 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", metavar="PATH", default=None, help="model bundle (.safetensors)")
     p.add_argument("--manifest", required=True, help="test manifest CSV (id, text, duration, audio, mouths)")
     p.add_argument("--modality", default="av,audio,video", help="comma-separated: av, audio, video (default all)")
-    p.add_argument("--noise", default="babble",
+    p.add_argument("--noise", default=None,
                    help="comma-separated synthesised noise types, test sources (default babble)")
+    p.add_argument("--noise-list", metavar="CSV_OR_DIR", default=None,
+                   help="held-out noise files instead of the synthesised test sources: the test.csv of "
+                        "tools/prepare_noise.py (e.g. MUSAN's test files) or a folder with one subfolder per kind; "
+                        "--noise then names its kinds (default: all)")
     p.add_argument("--snr", default="clean,10,5,0,-5,-10",
                    help="comma-separated SNRs in dB and/or clean (default clean,10,5,0,-5,-10); "
                         "write --snr=-5,0 when the list starts with a minus sign")
@@ -148,7 +152,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
 
     # everything is checked before the model is loaded and decoding starts
     modalities = ev.parse_modalities(args.modality)
-    noises = ev.parse_noises(args.noise)
+    noises = ev.parse_noises(args.noise, args.noise_list)
     snrs = parse_snrs(args.snr)
     bundle = args.checkpoint if args.checkpoint else pretrained_path(args.model or DEFAULT_MODEL)
     defaults = bundle_decoding(read_bundle_metadata(bundle)["extra"])
@@ -163,7 +167,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     rows = ev.evaluate(
         model, tokenizer, utterances, modalities=modalities, noises=noises, snrs=snrs, beam_size=beam,
         ctc_weight=ctc_weight, batch_size=args.batch_size, progress=not args.quiet,
-        lm=lm, lm_weight=args.lm_weight,
+        noise_list=args.noise_list, lm=lm, lm_weight=args.lm_weight,
     )
     ev.write_results(rows, args.out)
     print(ev.results_markdown(rows), end="")
@@ -320,9 +324,13 @@ def _evaluate_enhance_args(p: argparse.ArgumentParser) -> None:
                         help=f"bundled enhancement model (default {DEFAULT_ENHANCER})")
     source.add_argument("--checkpoint", metavar="PATH", default=None, help="enhancement bundle (.safetensors)")
     p.add_argument("--manifest", required=True, help="test manifest CSV (id, text, duration, audio, mouths, speaker)")
-    p.add_argument("--noise", default="babble,music,talker",
+    p.add_argument("--noise", default=None,
                    help="comma-separated test noise types and/or talker (a competing test talker); "
                         "default babble,music,talker")
+    p.add_argument("--noise-list", metavar="CSV_OR_DIR", default=None,
+                   help="held-out noise files instead of the synthesised test sources: the test.csv of "
+                        "tools/prepare_noise.py (e.g. MUSAN's test files) or a folder with one subfolder per kind; "
+                        "--noise then names its kinds (default: all, and talker)")
     p.add_argument("--snr", default="clean,5,0,-5",
                    help="comma-separated SNRs in dB and/or clean (default clean,5,0,-5); "
                         "write --snr=-5,0 when the list starts with a minus sign")
@@ -349,9 +357,9 @@ def _evaluate_enhance_run(args: argparse.Namespace) -> int:
     from avsr.evaluation import check_device, check_output_dir, read_test_set
     from avsr.pretrained import available, pretrained_path
 
-    noises = ee.parse_enhance_noises(args.noise)
+    noises = ee.parse_enhance_noises(args.noise, args.noise_list)
     parse_snrs(args.snr)
-    condition = ee.parse_condition(args.wer)
+    condition = ee.parse_condition(args.wer, args.noise_list)
     device = check_device(args.device)
     check_output_dir(args.out)
     utterances = read_test_set(args.manifest, ("av",), limit=args.limit)
@@ -366,7 +374,8 @@ def _evaluate_enhance_run(args: argparse.Namespace) -> int:
     example: dict = {}
     rows, wer_rows = ee.evaluate_enhancement(
         enhancer, utterances, noises=noises, snrs=args.snr, pesq=not args.no_pesq, recogniser=recogniser,
-        wer_condition=condition, beam_size=args.beam, progress=not args.quiet, example=example,
+        wer_condition=condition, beam_size=args.beam, progress=not args.quiet, noise_list=args.noise_list,
+        example=example,
     )
     ee.write_enhance_results(rows, wer_rows, example, args.out)
     print(ee.results_markdown(rows), end="")

@@ -18,7 +18,8 @@ Noise
     ``talker`` is a competing SynthGRID talker: another utterance of the
     test set by a different speaker. Every other type is a synthesised noise
     of the **test** sources (:class:`avsr.audio.noise.NoiseBank`), never
-    heard in training. As in :mod:`avsr.evaluation`, an utterance's
+    heard in training (or, with ``noise_list``, a kind of a held-out noise
+    list such as MUSAN's test files, see :func:`avsr.evaluation.evaluation_noise`). As in :mod:`avsr.evaluation`, an utterance's
     excerpt (and interfering talker) depends only on its id and the noise
     type, and one excerpt is scaled to every SNR, so reruns give the same
     numbers. Clean input is scored once and reported under every noise type
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 
 from avsr.errors import InputError
-from avsr.evaluation import _choices, _parse_levels, _snr_value, check_output_dir, noise_seed
+from avsr.evaluation import _choices, _parse_levels, _snr_value, check_output_dir, evaluation_noise, noise_seed
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,19 +75,29 @@ _TITLES = {"noisy": "noisy input", "av": "audio-visual", "audio": "audio only", 
            "clean": "clean speech"}
 
 
-def parse_enhance_noises(values: str | Sequence[str]) -> tuple[str, ...]:
-    """Noise types of the test sources plus ``talker``, duplicates dropped.
+def parse_enhance_noises(values: str | Sequence[str] | None,
+                         noise_list: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """Noise types of the test sources (or of ``noise_list``) plus ``talker``, duplicates dropped.
+
+    ``None``: babble, music and talker; with ``noise_list``, its kinds and talker.
 
     Raises:
-        InputError: an unknown type, or none.
+        InputError: an unknown type, or none; a missing or empty noise list.
     """
     from avsr.audio.noise import NOISE_TYPES
 
-    return _choices(values, (*NOISE_TYPES, TALKER), "noise type")
+    if noise_list is None:
+        return _choices(("babble", "music", TALKER) if values is None else values, (*NOISE_TYPES, TALKER), "noise type")
+    from avsr.data.augment import NoiseFolder
+
+    kinds = (*NoiseFolder(noise_list).kinds, TALKER)
+    return kinds if values is None else _choices(values, kinds, f"noise type of {os.fspath(noise_list)}")
 
 
-def parse_condition(value: str | None) -> tuple[str, float] | None:
+def parse_condition(value: str | None, noise_list: str | os.PathLike | None = None) -> tuple[str, float] | None:
     """``"babble:-5"`` -> ``("babble", -5.0)``; ``"none"``/``None`` -> ``None``.
+
+    The noise is one of :func:`parse_enhance_noises` (with the same ``noise_list``).
 
     Raises:
         InputError: not ``NOISE:SNR`` with a known noise and a finite SNR.
@@ -96,7 +107,7 @@ def parse_condition(value: str | None) -> tuple[str, float] | None:
     noise, sep, snr = str(value).partition(":")
     if not sep:
         raise InputError(None, f"condition {value!r} must be NOISE:SNR, e.g. babble:-5")
-    (kind,) = parse_enhance_noises(noise)
+    (kind,) = parse_enhance_noises(noise, noise_list)
     (level,) = _parse_levels(snr)
     if math.isinf(level):
         raise InputError(None, f"condition {value!r} needs a finite SNR")
@@ -166,7 +177,7 @@ def evaluate_enhancement(
     enhancer: "Enhancer",
     utterances: Sequence["Utterance"],
     *,
-    noises: str | Sequence[str] = ("babble", "music", TALKER),
+    noises: str | Sequence[str] | None = None,
     snrs: str | Sequence[str | float | int] = ("clean", 5, 0, -5),
     pesq: bool = True,
     recogniser: "tuple[nn.Module, Tokenizer] | None" = None,
@@ -177,6 +188,7 @@ def evaluate_enhancement(
     progress: bool = True,
     noise_seconds: float = 30.0,
     noise_variants: int = 2,
+    noise_list: str | os.PathLike | None = None,
     example: dict | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Score every (noise, SNR, system) cell, and the recogniser's WER at one condition.
@@ -184,7 +196,7 @@ def evaluate_enhancement(
     Args:
         enhancer: the :class:`avsr.enhancement.Enhancer` (its audio-visual and audio-only modes are scored).
         utterances: test rows with audio and mouths files (and a ``speaker`` column for ``talker``).
-        noises: noise types (:func:`parse_enhance_noises`).
+        noises: noise types (:func:`parse_enhance_noises`; ``None``: its default).
         snrs: ``"clean"`` and/or dB values.
         pesq: also score wide-band PESQ (the slowest metric).
         recogniser: ``(model, tokenizer)`` of a recognition model, or ``None`` (no WER table).
@@ -192,6 +204,8 @@ def evaluate_enhancement(
         beam_size, ctc_weight, batch_size: the recogniser's search settings.
         progress: a progress bar on stderr.
         noise_seconds, noise_variants: size of the pooled test noise.
+        noise_list: held-out noise files instead of the synthesised test sources
+            (:func:`avsr.evaluation.evaluation_noise`); ``noises`` are then its kinds.
         example: if a dict, filled with the first utterance's signals at the
             WER condition (or the first noisy cell): ``clean``, ``noisy``,
             ``av``, ``audio``, ``spectral_gating`` and ``title``.
@@ -205,12 +219,12 @@ def evaluate_enhancement(
     """
     from tqdm import tqdm
 
-    from avsr.audio.noise import NOISE_TYPES, NoiseBank, mix
+    from avsr.audio.noise import mix
     from avsr.data.dataset import load_audio, load_mouths
     from avsr.inference import check_search, decode_texts, pad_batch
     from avsr.metrics import error_counts, si_sdr
 
-    kinds = parse_enhance_noises(noises)
+    kinds = parse_enhance_noises(noises, noise_list)
     levels = _parse_levels(snrs)
     check_search(beam_size, ctc_weight, batch_size)
     if not utterances:
@@ -220,8 +234,8 @@ def evaluate_enhancement(
             raise InputError(None, f"utterance {u.id!r} needs both an audio and a mouths file")
     noisy_levels = [s for s in levels if not math.isinf(s)]
     cells = ([(None, math.inf)] if len(noisy_levels) < len(levels) else []) + [(k, s) for k in kinds for s in noisy_levels]
-    synth = sorted({k for k in kinds if k in NOISE_TYPES} | ({wer_condition[0]} - {TALKER} if wer_condition else set()))
-    bank = NoiseBank("test", kinds=tuple(synth), seconds=noise_seconds, variants=noise_variants) if synth else None
+    needed = sorted(({*kinds} | ({wer_condition[0]} if wer_condition else set())) - {TALKER})
+    bank = evaluation_noise(needed, noise_list, seconds=noise_seconds, variants=noise_variants) if needed else None
     scores = {(c, s): _Scores() for c in cells for s in SYSTEMS}
     wer_inputs = ("clean", "noisy", "av", "audio", "spectral_gating")
     wer_counts = {k: [0, 0] for k in wer_inputs}

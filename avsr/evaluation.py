@@ -14,7 +14,11 @@ Noise
     (:func:`avsr.audio.noise.mix`, exact over the speech-active samples), so
     the points of a curve differ in the noise level only. Results therefore
     do not depend on the batch size, the manifest order or which other cells
-    are evaluated, and a rerun gives the same numbers.
+    are evaluated, and a rerun gives the same numbers. With a real corpus,
+    a held-out noise list can stand in for the synthesised sources
+    (``noise_list``: the ``test.csv`` of ``tools/prepare_noise.py``, e.g.
+    MUSAN's held-out files, or a folder laid out like MUSAN); the noise
+    types are then the list's kinds, drawn the same deterministic way.
 Clean rows
     Clean audio is decoded once per modality and reported under **every**
     noise type with ``snr == "clean"``, so each per-noise curve has its clean
@@ -54,13 +58,13 @@ from avsr.inference import DEFAULT_LM_WEIGHT, check_device, check_search, decode
 if TYPE_CHECKING:
     from torch import nn
 
-    from avsr.audio.noise import NoiseBank
+    from avsr.data.augment import NoiseSource
     from avsr.data.manifest import Utterance
     from avsr.models.lm import TokenLM
     from avsr.tokenizer import Tokenizer
 
 __all__ = [
-    "MODALITIES", "COLUMNS", "DEFAULT_NOISES", "DEFAULT_SNRS", "parse_modalities", "parse_noises",
+    "MODALITIES", "COLUMNS", "DEFAULT_NOISES", "DEFAULT_SNRS", "parse_modalities", "parse_noises", "evaluation_noise",
     "check_search", "check_device", "check_output_dir", "read_test_set", "noise_seed", "noisy_speech",
     "evaluate", "results_markdown", "plot_results", "write_results",
 ]
@@ -128,21 +132,50 @@ def parse_modalities(values: str | Iterable[str]) -> tuple[str, ...]:
     return _choices(values, MODALITIES, "modality")
 
 
-def parse_noises(values: str | Iterable[str]) -> tuple[str, ...]:
-    """Parse noise types (:data:`avsr.audio.noise.NOISE_TYPES`).
+def parse_noises(values: str | Iterable[str] | None, noise_list: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """Parse noise types: of the synthesised library, or the kinds of a noise list.
 
     Args:
-        values: a list, or a comma-separated string.
+        values: a list, or a comma-separated string; ``None``: babble, or
+            every kind of ``noise_list``.
+        noise_list: a held-out noise list or folder (see the module notes).
 
     Returns:
         the noise types, duplicates dropped, in the given order.
 
     Raises:
-        InputError: an unknown noise type, or none.
+        InputError: an unknown noise type, or none; a missing or empty noise list.
     """
     from avsr.audio.noise import NOISE_TYPES
 
-    return _choices(values, NOISE_TYPES, "noise type")
+    if noise_list is None:
+        return _choices(DEFAULT_NOISES if values is None else values, NOISE_TYPES, "noise type")
+    from avsr.data.augment import NoiseFolder
+
+    kinds = NoiseFolder(noise_list).kinds
+    return kinds if values is None else _choices(values, kinds, f"noise type of {os.fspath(noise_list)}")
+
+
+def evaluation_noise(kinds: Sequence[str], noise_list: str | os.PathLike | None = None, *, seconds: float = 30.0,
+               variants: int = 2) -> "NoiseSource":
+    """The evaluation noise of ``kinds``: the synthesised **test** sources, or the files of a held-out list.
+
+    Args:
+        kinds: noise types (:func:`parse_noises` with the same ``noise_list``).
+        noise_list: a held-out noise list (CSV with ``audio`` and ``kind``) or
+            a folder with one subfolder per kind; ``None``: the synthesised library.
+        seconds, variants: size of the pooled synthesised signals.
+
+    Raises:
+        InputError: a kind the source does not have, or a bad noise list.
+    """
+    if noise_list is None:
+        from avsr.audio.noise import NoiseBank
+
+        return NoiseBank("test", kinds=tuple(kinds), seconds=seconds, variants=variants)
+    from avsr.data.augment import NoiseFolder
+
+    return NoiseFolder(noise_list, kinds=tuple(kinds))
 
 
 def _parse_levels(snrs: str | Sequence[str | float | int]) -> list[float]:
@@ -227,7 +260,7 @@ def noise_seed(utterance_id: str, noise: str) -> int:
 
 
 def noisy_speech(
-    speech: np.ndarray, utterance_id: str, noise: str, snrs: Sequence[float], bank: "NoiseBank"
+    speech: np.ndarray, utterance_id: str, noise: str, snrs: Sequence[float], bank: "NoiseSource"
 ) -> list[np.ndarray]:
     """The evaluation mixtures of one utterance with one noise type at several SNRs.
 
@@ -238,18 +271,19 @@ def noisy_speech(
         utterance_id: the utterance's id.
         noise: a noise type of ``bank``.
         snrs: SNRs in dB (finite).
-        bank: a ``"test"`` :class:`avsr.audio.noise.NoiseBank`.
+        bank: a ``"test"`` :class:`avsr.audio.noise.NoiseBank`, or a held-out
+            noise list (:func:`evaluation_noise`).
 
     Returns:
         one ``float32 (N,)`` mixture per SNR.
 
     Raises:
-        InputError: ``bank`` is not made of test sources, or the speech is
+        InputError: ``bank`` is a synthesised bank of other than the test sources, or the speech is
             silent (the SNR is undefined).
     """
-    from avsr.audio.noise import mix
+    from avsr.audio.noise import NoiseBank, mix
 
-    if getattr(bank, "split", None) != "test":
+    if isinstance(bank, NoiseBank) and bank.split != "test":
         raise InputError(None, f"evaluation noise must come from the test sources, not {bank.split!r}")
     rng = np.random.default_rng(noise_seed(utterance_id, noise))
     excerpt = bank.sample(len(speech), rng, noise)
@@ -308,7 +342,7 @@ def evaluate(
     utterances: Sequence["Utterance"],
     *,
     modalities: str | Sequence[str] = MODALITIES,
-    noises: str | Sequence[str] = DEFAULT_NOISES,
+    noises: str | Sequence[str] | None = None,
     snrs: str | Sequence[str | float | int] = DEFAULT_SNRS,
     beam_size: int = 10,
     ctc_weight: float = 0.3,
@@ -316,6 +350,7 @@ def evaluate(
     progress: bool = True,
     noise_seconds: float = 30.0,
     noise_variants: int = 2,
+    noise_list: str | os.PathLike | None = None,
     lm: "TokenLM | None" = None,
     lm_weight: float = DEFAULT_LM_WEIGHT,
 ) -> list[dict]:
@@ -329,8 +364,9 @@ def evaluate(
         utterances: test rows (:func:`read_test_set`), with audio and/or
             mouths files as the modalities need.
         modalities: among ``av``, ``audio``, ``video``.
-        noises: noise types (:data:`avsr.audio.noise.NOISE_TYPES`); their
-            test sources only.
+        noises: noise types (:data:`avsr.audio.noise.NOISE_TYPES`, their test
+            sources only; ``None``: babble); with ``noise_list``, its kinds
+            (``None``: all of them).
         snrs: ``"clean"`` and/or dB values.
         beam_size: beam of the joint CTC/attention search.
         ctc_weight: CTC weight of the joint score.
@@ -339,6 +375,8 @@ def evaluate(
         progress: a progress bar on stderr.
         noise_seconds: length of each pooled test-noise signal.
         noise_variants: pooled signals per noise type.
+        noise_list: held-out noise files to use instead of the synthesised
+            sources (:func:`evaluation_noise`).
         lm: optional token language model for shallow fusion (the model's tokenizer).
         lm_weight: weight of its score in the joint search.
 
@@ -353,11 +391,10 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from avsr.audio.noise import NoiseBank
     from avsr.data.dataset import load_audio, load_mouths
 
     mods = parse_modalities(modalities)
-    kinds = parse_noises(noises)
+    kinds = parse_noises(noises, noise_list)
     levels = _parse_levels(snrs)
     check_search(beam_size, ctc_weight, batch_size, lm_weight)
     if not utterances:
@@ -376,7 +413,7 @@ def evaluate(
     passes += [(k, s, m) for k in kinds for s in noisy for m in audio_mods]
     bank = None
     if audio_mods and noisy:
-        bank = NoiseBank("test", kinds=kinds, seconds=noise_seconds, variants=noise_variants)
+        bank = evaluation_noise(kinds, noise_list, seconds=noise_seconds, variants=noise_variants)
     counts = {p: _Counts() for p in passes}
 
     order = sorted(utterances, key=lambda u: (u.duration, u.id))
@@ -439,7 +476,7 @@ def _check_frame_sizes(batch: Sequence["Utterance"], mouths: list[Tensor]) -> No
 
 def _mixtures(
     batch: Sequence["Utterance"], speech: list[np.ndarray], kinds: Sequence[str], snrs: Sequence[float],
-    bank: "NoiseBank",
+    bank: "NoiseSource",
 ) -> dict[tuple[str, float], list[np.ndarray]]:
     """``(kind, snr) -> mixtures of the batch``; a silent file becomes an error naming it."""
     out: dict[tuple[str, float], list[np.ndarray]] = {(k, s): [] for k in kinds for s in snrs}
