@@ -4,8 +4,9 @@ One module-wide set of stand-ins (``tests/lrs_fixtures.py``: four full-face
 SynthGRID sentences made into an LRS3 tree, an LRS2 archive and a MUSAN
 tree) goes through the scripts as a user runs them: ``prepare.py`` (cut
 length 3 s, so the 7.5 s pretrain clip is cut), a rerun, the noise lists,
-a one-epoch ``tiny.yaml`` training run with the MUSAN stand-in as noise,
-and ``avsr evaluate`` on the prepared test split.
+one-epoch ``tiny.yaml`` training runs of the recognition and enhancement
+recipes with the MUSAN stand-in as noise, and ``avsr evaluate`` /
+``avsr evaluate-enhance`` on the prepared test split.
 """
 
 from __future__ import annotations
@@ -201,6 +202,32 @@ def test_recipe_trains_on_the_prepared_lrs3_and_evaluates(lrs3, noise, tmp_path)
     results = rows(tmp_path / "eval" / "results.csv")
     assert {row["modality"] for row in results} == {"av", "video"}
     assert all(row["utterances"] == "2" and float(row["wer"]) >= 0 for row in results)
+
+
+def test_enhance_recipe_trains_on_the_prepared_lrs3_and_evaluates_on_held_out_noise(lrs3, noise, tmp_path) -> None:
+    from avsr.checkpoints import load_enhancer
+
+    data, _ = lrs3
+    exp = tmp_path / "exp"
+    # the stand-in's validation split is one speaker (a competing talker needs two): noise-only mixtures here
+    r = run(ROOT / "recipes/LRS3/enhance/train.py", ROOT / "recipes/LRS3/enhance/hparams/tiny.yaml", "--noprogressbar",
+            "--data_folder", data, "--noise_folder", noise, "--output_folder", exp, "--number_of_epochs", "1",
+            "--batch_seconds", "6", "--valid_batch_seconds", "20", "--num_threads", "1", "--ckpt_interval_minutes", "0",
+            "--talker_prob", "0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    bundle = exp / "model.safetensors"
+    load_enhancer(bundle)
+    log = (exp / "train_log.txt").read_text()
+    assert "SISDRi_av" in log and "SISDRi_audio" in log
+    # the noise lists' held-out (test) files and a competing test talker: the test split has two speakers
+    kinds = sorted({row["kind"] for row in rows(noise / "test.csv")})
+    r = run("-m", "avsr", "evaluate-enhance", "--checkpoint", bundle, "--manifest", data / "test.csv",
+            "--noise-list", noise / "test.csv", "--snr", "0", "--wer", "none", "--no-pesq", "--quiet",
+            "--out", tmp_path / "eval")
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = rows(tmp_path / "eval" / "enhance_results.csv")
+    assert sorted({row["noise"] for row in results}) == sorted([*kinds, "talker"])
+    assert all(row["utterances"] == "2" and row["si_sdri"] != "" for row in results)
 
 
 @pytest.mark.parametrize("corpus, make, fragment", [
