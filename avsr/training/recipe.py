@@ -59,7 +59,7 @@ from avsr.checkpoints import save_model
 from avsr.data.augment import InterferenceMixer, NoiseMixer, NoiseSource, UtteranceJoiner, noise_source
 from avsr.data.dataset import duration_batches, make_dataset
 from avsr.data.manifest import read_manifest, subset_utterances
-from avsr.errors import AVSRError, InputError
+from avsr.errors import InputError, run_reporting
 from avsr.models.avsr import BASE, TINY, AVSRModel, build_model
 from avsr.models.enhancer import BASE_ENHANCER, TINY_ENHANCER, EnhancerModel, build_enhancer
 from avsr.models.pretrain import PretrainModel, build_pretrain_model
@@ -557,12 +557,7 @@ def main(argv: Sequence[str] | None = None, run: Callable[[Sequence[str]], Path]
     Returns:
         the exit code.
     """
-    try:
+    def body() -> None:
         run(sys.argv[1:] if argv is None else argv)
-    except AVSRError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("train.py: interrupted (rerun the same command to resume)", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_reporting("train.py", body, interrupted="interrupted (rerun the same command to resume)")
