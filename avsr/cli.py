@@ -466,5 +466,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # last resort included: still one line, never a traceback
     return run_reporting(f"avsr {args.command}", lambda: args._run(args), internal_errors=True)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,8 +19,8 @@ Noise
     test set by a different speaker. Every other type is a synthesised noise
     of the **test** sources (:class:`avsr.audio.noise.NoiseBank`), never
     heard in training (or, with ``noise_list``, a kind of a held-out noise
-    list such as MUSAN's test files, see :func:`avsr.evaluation.evaluation_noise`). As in :mod:`avsr.evaluation`, an utterance's
-    excerpt (and interfering talker) depends only on its id and the noise
+    list such as MUSAN's test files: :func:`avsr.evaluation.evaluation_noise`).
+    As in :mod:`avsr.evaluation`, an utterance's excerpt (and interfering talker) depends only on its id and the noise
     type, and one excerpt is scaled to every SNR, so reruns give the same
     numbers. Clean input is scored once and reported under every noise type
     (``snr == "clean"``; its SI-SDRi is undefined and left empty: the

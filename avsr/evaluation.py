@@ -156,8 +156,8 @@ def parse_noises(values: str | Iterable[str] | None, noise_list: str | os.PathLi
     return kinds if values is None else _choices(values, kinds, f"noise type of {os.fspath(noise_list)}")
 
 
-def evaluation_noise(kinds: Sequence[str], noise_list: str | os.PathLike | None = None, *, seconds: float = 30.0,
-               variants: int = 2) -> "NoiseSource":
+def evaluation_noise(kinds: Sequence[str], noise_list: str | os.PathLike | None = None, *,
+                     seconds: float = 30.0, variants: int = 2) -> "NoiseSource":
     """The evaluation noise of ``kinds``: the synthesised **test** sources, or the files of a held-out list.
 
     Args:
