@@ -20,9 +20,9 @@ Noise
     of the **test** sources (:class:`avsr.audio.noise.NoiseBank`), never
     heard in training (or, with ``noise_list``, a kind of a held-out noise
     list such as MUSAN's test files: :func:`avsr.evaluation.evaluation_noise`).
-    As in :mod:`avsr.evaluation`, an utterance's excerpt (and interfering talker) depends only on its id and the noise
-    type, and one excerpt is scaled to every SNR, so reruns give the same
-    numbers. Clean input is scored once and reported under every noise type
+    As in :mod:`avsr.evaluation`, an utterance's excerpt (and interfering
+    talker) depends only on its id and the noise type, and one excerpt is
+    scaled to every SNR, so reruns give the same numbers. Clean input is scored once and reported under every noise type
     (``snr == "clean"``; its SI-SDRi is undefined and left empty: the
     SI-SDR of the enhanced speech against the clean input is what shows
     whether clean speech is harmed).
