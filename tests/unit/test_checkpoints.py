@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,9 @@ def test_bundle_round_trip_is_bit_exact(tmp_path: Path, tok_index: int) -> None:
         assert torch.equal(state[name], value), name
     assert read_bundle_metadata(path)["extra"] == {"step": 12}
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() makes it, not the temp file's 0600
 
 
 def test_bundle_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
