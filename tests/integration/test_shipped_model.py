@@ -19,13 +19,13 @@ from avsr.data.synth import generate
 from avsr.evaluation import evaluate
 from avsr.pretrained import DEFAULT_MODEL, available, load_pretrained
 
-# Measured on the recipe's 400 test utterances (beam 10): clean audio 8.0, clean AV 4.5,
-# video 7.4, babble -5 dB AV 8.5 vs audio 42.4. 24 fresh utterances (144 words: one error is
-# 0.7 points) vary by several points.
-AUDIO_CLEAN_MAX = 18.0
-AV_CLEAN_MAX = 12.0
-VIDEO_MAX = 16.0
-AV_BABBLE_MAX = 18.0
+# Measured on the recipe's 400 test utterances (beam 10): clean audio 5.3, clean AV 2.75,
+# video 4.9, babble -5 dB AV 6.4 vs audio 40.2; on these 24 (beam 4): 4.2, 2.8, 4.2, 5.6 vs 41.7.
+# 24 fresh utterances (144 words: one error is 0.7 points) vary by several points.
+AUDIO_CLEAN_MAX = 12.0
+AV_CLEAN_MAX = 8.0
+VIDEO_MAX = 11.0
+AV_BABBLE_MAX = 12.0
 
 
 @pytest.fixture(scope="module")
@@ -50,5 +50,5 @@ def test_demo_model_reads_lips_and_hears_held_out_speakers(results: dict) -> Non
 @pytest.mark.slow
 def test_demo_model_uses_the_lips_in_babble(results: dict) -> None:
     av, audio = results[("babble", "-5", "av")], results[("babble", "-5", "audio")]
-    assert av < audio
+    assert av <= audio / 2
     assert av <= AV_BABBLE_MAX
