@@ -64,7 +64,9 @@ def test_conformer_attention_window_limits_the_receptive_field() -> None:
                     attention_window=2).eval()
     x = torch.randn(1, 30, 16, requires_grad=True)
     y, _ = enc(x, torch.tensor([30]))
-    y[0, 0].sum().backward()
+    # a random projection of the first output step: its plain sum is constant after the final
+    # layer norm, so its gradient would be rounding noise (exactly zero on some CPUs)
+    (y[0, 0] * torch.randn(16)).sum().backward()
     reach = int(x.grad[0].abs().sum(-1).nonzero().max())
     assert reach == 2 * (2 + 1)  # per block: attention 2 steps + convolution 1 step
 
