@@ -22,10 +22,11 @@ Noise
     list such as MUSAN's test files: :func:`avsr.evaluation.evaluation_noise`).
     As in :mod:`avsr.evaluation`, an utterance's excerpt (and interfering
     talker) depends only on its id and the noise type, and one excerpt is
-    scaled to every SNR, so reruns give the same numbers. Clean input is scored once and reported under every noise type
-    (``snr == "clean"``; its SI-SDRi is undefined and left empty: the
-    SI-SDR of the enhanced speech against the clean input is what shows
-    whether clean speech is harmed).
+    scaled to every SNR, so reruns give the same numbers. Clean input is
+    scored once and reported under every noise type (``snr == "clean"``;
+    its SI-SDRi is undefined and left empty: the SI-SDR of the enhanced
+    speech against the clean input is what shows whether clean speech is
+    harmed).
 Recognition
     Optionally, one condition (by default babble at -5 dB) is also
     transcribed by a recogniser from its audio alone (joint CTC/attention
@@ -50,7 +51,8 @@ import numpy as np
 import torch
 
 from avsr.errors import InputError
-from avsr.evaluation import _choices, _parse_levels, _snr_value, check_output_dir, evaluation_noise, noise_seed
+from avsr.evaluation import (_choices, _noise_kinds, _parse_levels, _snr_value, check_output_dir, evaluation_noise,
+                             noise_seed)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -84,14 +86,9 @@ def parse_enhance_noises(values: str | Sequence[str] | None,
     Raises:
         InputError: an unknown type, or none; a missing or empty noise list.
     """
-    from avsr.audio.noise import NOISE_TYPES
-
-    if noise_list is None:
-        return _choices(("babble", "music", TALKER) if values is None else values, (*NOISE_TYPES, TALKER), "noise type")
-    from avsr.data.augment import NoiseFolder
-
-    kinds = (*NoiseFolder(noise_list).kinds, TALKER)
-    return kinds if values is None else _choices(values, kinds, f"noise type of {os.fspath(noise_list)}")
+    known, what = _noise_kinds(noise_list)
+    default = ("babble", "music") if noise_list is None else known
+    return _choices((*default, TALKER) if values is None else values, (*known, TALKER), what)
 
 
 def parse_condition(value: str | None, noise_list: str | os.PathLike | None = None) -> tuple[str, float] | None:

@@ -146,14 +146,20 @@ def parse_noises(values: str | Iterable[str] | None, noise_list: str | os.PathLi
     Raises:
         InputError: an unknown noise type, or none; a missing or empty noise list.
     """
+    known, what = _noise_kinds(noise_list)
+    default = DEFAULT_NOISES if noise_list is None else known
+    return _choices(default if values is None else values, known, what)
+
+
+def _noise_kinds(noise_list: str | os.PathLike | None) -> tuple[tuple[str, ...], str]:
+    """The noise types an evaluation can draw, and their name in messages: the synthesised library's or the list's."""
     from avsr.audio.noise import NOISE_TYPES
 
     if noise_list is None:
-        return _choices(DEFAULT_NOISES if values is None else values, NOISE_TYPES, "noise type")
+        return NOISE_TYPES, "noise type"
     from avsr.data.augment import NoiseFolder
 
-    kinds = NoiseFolder(noise_list).kinds
-    return kinds if values is None else _choices(values, kinds, f"noise type of {os.fspath(noise_list)}")
+    return NoiseFolder(noise_list).kinds, f"noise type of {os.fspath(noise_list)}"
 
 
 def evaluation_noise(kinds: Sequence[str], noise_list: str | os.PathLike | None = None, *,

@@ -185,5 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     # finished files are complete (atomic writes); nothing half-written stays on Ctrl-C
     return run_reporting("make_noisy", run)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -245,5 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_reporting("prepare_noise", run)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
