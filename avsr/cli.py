@@ -112,10 +112,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modality", default="av,audio,video", help="comma-separated: av, audio, video (default all)")
     p.add_argument("--noise", default=None,
                    help="comma-separated synthesised noise types, test sources (default babble)")
-    p.add_argument("--noise-list", metavar="CSV_OR_DIR", default=None,
-                   help="held-out noise files instead of the synthesised test sources: the test.csv of "
-                        "tools/prepare_noise.py (e.g. MUSAN's test files) or a folder with one subfolder per kind; "
-                        "--noise then names its kinds (default: all)")
+    _noise_list_arg(p, "all")
     p.add_argument("--snr", default="clean,10,5,0,-5,-10",
                    help="comma-separated SNRs in dB and/or clean (default clean,10,5,0,-5,-10); "
                         "write --snr=-5,0 when the list starts with a minus sign")
@@ -129,6 +126,14 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     _lm_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _noise_list_arg(p: argparse.ArgumentParser, default_kinds: str) -> None:
+    """``--noise-list``, shared by evaluate and evaluate-enhance."""
+    p.add_argument("--noise-list", metavar="CSV_OR_DIR", default=None,
+                   help="held-out noise files instead of the synthesised test sources: the test.csv of "
+                        "tools/prepare_noise.py (e.g. MUSAN's test files) or a folder with one subfolder per kind; "
+                        f"--noise then names its kinds (default: {default_kinds})")
 
 
 def _lm_args(p: argparse.ArgumentParser) -> None:
@@ -327,10 +332,7 @@ def _evaluate_enhance_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", default=None,
                    help="comma-separated test noise types and/or talker (a competing test talker); "
                         "default babble,music,talker")
-    p.add_argument("--noise-list", metavar="CSV_OR_DIR", default=None,
-                   help="held-out noise files instead of the synthesised test sources: the test.csv of "
-                        "tools/prepare_noise.py (e.g. MUSAN's test files) or a folder with one subfolder per kind; "
-                        "--noise then names its kinds (default: all, and talker)")
+    _noise_list_arg(p, "all, and talker")
     p.add_argument("--snr", default="clean,5,0,-5",
                    help="comma-separated SNRs in dB and/or clean (default clean,5,0,-5); "
                         "write --snr=-5,0 when the list starts with a minus sign")
