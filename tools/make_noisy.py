@@ -35,6 +35,7 @@ import soundfile as sf
 
 from avsr.audio.noise import NOISE_SPLITS, NOISE_TYPES, NoiseBank, mix
 from avsr.errors import InputError, run_reporting
+from avsr.evaluation import parse_noises
 from avsr.io import AVClip, probe, read_av, replace_audio
 from avsr.utils import atomic_path, save_csv_atomic
 
@@ -172,12 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-seconds", type=float, default=20.0,
                    help="length of each pooled noise signal in seconds (default 20)")
     args = p.parse_args(argv)
-    kinds = [k.strip() for k in args.noise.split(",") if k.strip()]
 
     def run() -> None:
-        for k in kinds:
-            if k not in NOISE_TYPES:
-                raise InputError(None, f"unknown noise type {k!r} (choose from {', '.join(NOISE_TYPES)})")
+        kinds = list(parse_noises(args.noise))  # one error line for an unknown type, as avsr evaluate
         for path in noisy_copy(args.manifest, args.out, args.snr, kinds, args.noise_split, args.seed,
                                args.noise_seconds):
             print(path)

@@ -179,3 +179,7 @@ def test_make_noisy_tool_keeps_video_and_sets_snr(tmp_path, capsys):
     capsys.readouterr()
     assert tool.main([str(broken), "--out", str(tmp_path / "noisy2"), "--snr", "0"]) == 1
     assert capsys.readouterr().err.strip().endswith("gone.flac: no such audio file")
+    # an unknown noise type is one line naming it, before anything is written
+    assert tool.main([str(manifest), "--out", str(tmp_path / "noisy3"), "--snr", "0", "--noise", "white,rain"]) == 1
+    assert "unknown noise type rain" in capsys.readouterr().err
+    assert not (tmp_path / "noisy3").exists()
