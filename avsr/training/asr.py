@@ -45,7 +45,10 @@ class AVSRBrain(RecipeBrain):
     Modules: ``model``. Hparams used besides :class:`RecipeBrain`'s:
     ``tokenizer`` (:class:`avsr.tokenizer.Tokenizer`), ``span_mask``
     (span-mask the encoder input in training), ``valid_modalities`` (subset
-    of :data:`MODALITIES`). Checkpoints are kept and averaged by the mean
+    of :data:`MODALITIES`), ``freeze_encoder_steps`` (the encoder's weights
+    stay as they are for the first that many optimizer steps while the CTC
+    head and the decoder learn on its features: fine-tuning a pretrained
+    encoder, as AV-HuBERT does; 0 by default). Checkpoints are kept and averaged by the mean
     validation WER of the modalities; the recipe runner also writes each
     rank's final weights to the ``trace_folder``.
     """
@@ -66,6 +69,18 @@ class AVSRBrain(RecipeBrain):
         if stage != sb.Stage.TRAIN:
             out["hyps"] = self._greedy(b)
         return out, b
+
+    def optimizers_step(self) -> None:
+        """SpeechBrain's step; while the encoder is frozen its gradients are dropped first.
+
+        Dropped (``None``) gradients leave AdamW's weights, moments and weight
+        decay of those parameters untouched, and every DDP rank drops the same
+        ones, so the ranks stay identical.
+        """
+        if self.optimizer_step < int(getattr(self.hparams, "freeze_encoder_steps", 0) or 0):
+            for param in self.model.encoder.parameters():
+                param.grad = None
+        super().optimizers_step()
 
     def _greedy(self, b: Batch) -> dict[str, list[str]]:
         model = self.model

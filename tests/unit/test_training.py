@@ -191,3 +191,30 @@ def test_enhancement_keeps_and_averages_the_largest_improvements(tmp_path: Path)
     assert kept == [-2.0, 2.0, 3.0]
     assert len(brain.average_best(1)) == 1 and torch.all(model.weight == 3.0)
     assert len(brain.average_best()) == 2 and torch.allclose(model.weight, torch.full((1, 2), 2.5))
+
+
+def test_a_frozen_encoder_stays_put_while_the_heads_learn(train_set, tmp_path: Path) -> None:
+    """``freeze_encoder_steps``: the encoder is untouched (weights, AdamW moments, weight decay)
+    for that many optimizer steps, then trains like the rest."""
+    ds, tok = train_set
+    torch.manual_seed(0)
+    model = build_model({**SMALL_MODEL, "vocab_size": tok.vocab_size})
+    brain = AVSRBrain(modules={"model": model}, opt_class=lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+                      hparams={"seed": 0, "tokenizer": tok, "freeze_encoder_steps": 2},
+                      run_opts={"device": "cpu", "noprogressbar": True})
+    brain.init_optimizers()
+    loader = brain.make_dataloader(ds, sb.Stage.TRAIN, batch_sampler=duration_batches(ds, 5.0, seed=0))
+    batches = iter(loader)
+
+    def snapshot(part: torch.nn.Module) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in part.parameters()]
+
+    encoder, heads = snapshot(model.encoder), snapshot(model.decoder)
+    for _ in range(2):
+        brain.fit_batch(next(batches))
+    assert brain.optimizer_step == 2
+    assert all(torch.equal(a, b) for a, b in zip(encoder, snapshot(model.encoder)))
+    assert not all(torch.equal(a, b) for a, b in zip(heads, snapshot(model.decoder)))
+    assert not any(p in brain.optimizer.state for p in model.encoder.parameters())  # no moments either
+    brain.fit_batch(next(batches))  # step 3: the encoder learns
+    assert not all(torch.equal(a, b) for a, b in zip(encoder, snapshot(model.encoder)))
