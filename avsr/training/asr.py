@@ -48,9 +48,9 @@ class AVSRBrain(RecipeBrain):
     of :data:`MODALITIES`), ``freeze_encoder_steps`` (the encoder's weights
     stay as they are for the first that many optimizer steps while the CTC
     head and the decoder learn on its features: fine-tuning a pretrained
-    encoder, as AV-HuBERT does; 0 by default). Checkpoints are kept and averaged by the mean
-    validation WER of the modalities; the recipe runner also writes each
-    rank's final weights to the ``trace_folder``.
+    encoder, as AV-HuBERT does; 0 by default). Checkpoints are kept and
+    averaged by the mean validation WER of the modalities; the recipe
+    runner also writes each rank's final weights to the ``trace_folder``.
     """
 
     selection_key = "WER"
