@@ -298,6 +298,14 @@ class NoiseMixer(RankSeeded):
 
 
 
+def _pause_range(pause: Sequence[float]) -> tuple[float, float]:
+    """``(shortest, longest)`` seconds, checked."""
+    lo, hi = (float(x) for x in pause)
+    if not 0.0 <= lo <= hi:
+        raise InputError(None, f"pause range must be 0 <= shortest <= longest, got {list(pause)}")
+    return lo, hi
+
+
 class UtteranceJoiner(RankSeeded):
     """Join the utterances of a training batch into longer ones, with pauses between them.
 
@@ -308,7 +316,14 @@ class UtteranceJoiner(RankSeeded):
     speech goes on. With probability ``prob`` a batch is regrouped: runs of
     2 to ``max_join`` consecutive utterances become one, separated by pauses
     of ``pause`` seconds (silence in the audio, the previous utterance's last
-    mouth frame held in the video); the batch keeps its total duration.
+    mouth frame held in the video); joining keeps the batch's total duration.
+
+    Edge pauses: real clips often show a still face before the first word
+    and after the last, and a recogniser that has only seen speech from the
+    first frame reads words off that face. With probability ``edge_prob``
+    each (joined or single) utterance gets a pause of ``edge_pause`` seconds
+    before it (its first mouth frame held), and independently one after it
+    (its last frame held); these add to the batch's duration.
 
     Args:
         prob: probability that a batch is joined (0 disables).
@@ -316,22 +331,26 @@ class UtteranceJoiner(RankSeeded):
         pause: ``(shortest, longest)`` pause in seconds.
         seed: seed of the joiner's own generator (checkpointed).
         samples_per_frame: audio samples per video frame (16 kHz / 25 fps).
+        edge_prob: probability of a pause before, and (drawn apart) after,
+            each utterance (0 disables, and draws nothing).
+        edge_pause: ``(shortest, longest)`` edge pause in seconds.
 
     Raises:
-        InputError: ``prob`` outside ``[0, 1]``, ``max_join < 2`` or a bad pause range.
+        InputError: a probability outside ``[0, 1]``, ``max_join < 2`` or a bad pause range.
     """
 
     def __init__(self, prob: float, max_join: int = 3, pause: Sequence[float] = (0.2, 1.0), seed: int = 0,
-                 samples_per_frame: int = 640) -> None:
-        if not 0.0 <= float(prob) <= 1.0:
-            raise InputError(None, f"join probability must be in [0, 1], got {prob}")
+                 samples_per_frame: int = 640, edge_prob: float = 0.0,
+                 edge_pause: Sequence[float] = (0.2, 1.0)) -> None:
+        for name, value in (("join", prob), ("edge pause", edge_prob)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise InputError(None, f"{name} probability must be in [0, 1], got {value}")
         if int(max_join) < 2:
             raise InputError(None, f"max_join must be at least 2, got {max_join}")
-        lo, hi = (float(x) for x in pause)
-        if not 0.0 <= lo <= hi:
-            raise InputError(None, f"pause range must be 0 <= shortest <= longest, got {list(pause)}")
         super().__init__(seed)
-        self.prob, self.max_join, self.pause = float(prob), int(max_join), (lo, hi)
+        self.prob, self.max_join = float(prob), int(max_join)
+        self.pause, self.edge_pause = _pause_range(pause), _pause_range(edge_pause)
+        self.edge_prob = float(edge_prob)
         self.samples_per_frame = int(samples_per_frame)
 
     def groups(self, n: int) -> list[list[int]]:
@@ -345,23 +364,37 @@ class UtteranceJoiner(RankSeeded):
             i += size
         return out
 
+    def edges(self, n: int) -> list[tuple[int, int]]:
+        """Per utterance, the (before, after) edge pauses in frames (no draws when ``edge_prob`` is 0)."""
+        if self.edge_prob == 0.0:
+            return [(0, 0)] * n
+
+        def one() -> int:
+            drawn = self.rng.random() < self.edge_prob
+            length = int(round(self.rng.uniform(*self.edge_pause) * 25))
+            return length if drawn else 0
+
+        return [(one(), one()) for _ in range(n)]
+
     def __call__(self, batch: "Batch") -> "Batch":
-        """The batch, joined (or unchanged when this batch is not drawn)."""
+        """The batch, joined and edge-padded (or unchanged when nothing is drawn)."""
         from avsr.data.dataset import Batch
 
         groups = self.groups(len(batch.ids))
-        if all(len(g) == 1 for g in groups):
+        edges = self.edges(len(groups))
+        if all(len(g) == 1 for g in groups) and not any(any(e) for e in edges):
             return batch
         spf = self.samples_per_frame
         audios, videos, targets = [], [], []
-        for group in groups:
+        for group, (lead, trail) in zip(groups, edges):
             a_parts, v_parts, t_parts = [], [], []
             for j, i in enumerate(group):
-                pause = 0 if j == 0 else int(round(self.rng.uniform(*self.pause) * 25))
+                pause = lead if j == 0 else int(round(self.rng.uniform(*self.pause) * 25))
                 if batch.video is not None:
                     n_v = int(batch.video_lengths[i])
-                    if pause:
-                        v_parts.append(v_parts[-1][-1:].expand(pause, *v_parts[-1].shape[1:]))
+                    if pause:  # hold the previous member's last frame (the first frame before the first)
+                        held = v_parts[-1][-1:] if v_parts else batch.video[i, :1]
+                        v_parts.append(held.expand(pause, *held.shape[1:]))
                     v_parts.append(batch.video[i, :n_v])
                 if batch.audio is not None:
                     n_a = int(batch.audio_lengths[i])
@@ -373,6 +406,10 @@ class UtteranceJoiner(RankSeeded):
                     a_parts.append(a)
                 t = batch.targets[i]
                 t_parts.append(t[t >= 0])
+            if trail and v_parts:
+                v_parts.append(v_parts[-1][-1:].expand(trail, *v_parts[-1].shape[1:]))
+            if trail and a_parts:
+                a_parts.append(a_parts[-1].new_zeros(trail * spf))
             if a_parts:
                 audios.append(torch.cat(a_parts))
             if v_parts:

@@ -212,11 +212,14 @@ def _mixer(hparams: dict[str, Any], key: str, seed: int, sources: dict[str, Any]
 
 
 def _joiner(hparams: dict[str, Any], seed: int) -> UtteranceJoiner | None:
-    """The training batch joiner (``join_prob``, ``join_max``, ``join_pause``), or ``None`` when off."""
+    """The training batch joiner (``join_prob``, ``join_max``, ``join_pause``, ``join_edge_prob``,
+    ``join_edge_pause``), or ``None`` when off."""
     prob = float(hparams.get("join_prob", 0.0) or 0.0)
-    if prob == 0.0:
+    edge_prob = float(hparams.get("join_edge_prob", 0.0) or 0.0)
+    if prob == 0.0 and edge_prob == 0.0:
         return None
-    return UtteranceJoiner(prob, int(hparams.get("join_max", 3)), hparams.get("join_pause", (0.2, 1.0)), seed=seed)
+    return UtteranceJoiner(prob, int(hparams.get("join_max", 3)), hparams.get("join_pause", (0.2, 1.0)), seed=seed,
+                           edge_prob=edge_prob, edge_pause=hparams.get("join_edge_pause", (0.2, 1.0)))
 
 
 def _run_opts_defaults(run_opts: Any, argv: Sequence[str]) -> Any:

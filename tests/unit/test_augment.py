@@ -326,6 +326,42 @@ def test_joiner_audio_only_batch_and_bad_settings() -> None:
             UtteranceJoiner(**kwargs)
 
 
+def test_edge_pauses_hold_the_first_and_last_frames_over_silence() -> None:
+    from avsr.data.augment import UtteranceJoiner
+
+    frames, tokens = [5, 6, 7], [[1], [2, 3], [4]]
+    batch = _av_batch(frames, tokens)
+    padded = UtteranceJoiner(0.0, edge_prob=1.0, edge_pause=(0.4, 0.4))(batch)  # 10 frames each side
+    assert padded.ids == batch.ids and padded.texts == batch.texts
+    for k, n in enumerate(frames):
+        assert int(padded.video_lengths[k]) == n + 20 and int(padded.audio_lengths[k]) == (n + 20) * 640
+        v = padded.video[k, : n + 20, 0, 0].tolist()
+        first, last = 1 + 10 * k, n + 10 * k
+        assert v == [first] * 10 + list(range(first, last + 1)) + [last] * 10
+        a = padded.audio[k, : (n + 20) * 640]
+        assert torch.all(a[: 10 * 640] == 0) and torch.all(a[-10 * 640 :] == 0)
+        assert torch.all(a[10 * 640 : 11 * 640] == float(k + 1))
+        t = padded.targets[k]
+        assert t[t >= 0].tolist() == tokens[k]  # pauses carry no words
+
+    # drawn per side: at 0.5 some utterances get a pause on one side only, and joining still works
+    joiner = UtteranceJoiner(1.0, max_join=2, pause=(0.2, 0.2), edge_prob=0.5, edge_pause=(0.2, 0.2), seed=4)
+    sides = set()
+    for _ in range(20):
+        out = joiner(_av_batch([5, 6, 7, 8], [[1], [2], [3], [4]]))
+        for k, uid in enumerate(out.ids):
+            members = [int(x[1:]) for x in uid.split("+")]
+            extra = int(out.video_lengths[k]) - sum([5, 6, 7, 8][i] for i in members) - 5 * (len(members) - 1)
+            assert extra in (0, 5, 10)
+            sides.add(extra)
+    assert sides == {0, 5, 10}
+    with pytest.raises(InputError):
+        UtteranceJoiner(0.5, edge_prob=1.5)
+    with pytest.raises(InputError):
+        UtteranceJoiner(0.5, edge_prob=0.5, edge_pause=(1.0, 0.2))
+    assert UtteranceJoiner(0.0, edge_prob=0.0)(batch) is batch
+
+
 def test_joiner_state_round_trips_through_its_checkpoint_hooks(tmp_path: Path) -> None:
     from avsr.data.augment import UtteranceJoiner
 
