@@ -47,6 +47,7 @@ from tests.recipe_helpers import (
 RECIPE = SYNTHGRID / "avsr"
 TRAIN = RECIPE / "train.py"
 PREPARE = RECIPE / "prepare.py"
+SELECTION_NOISE = RECIPE / "selection_noise.py"
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +248,29 @@ def test_prepare_py_rejects_a_non_integer_count_with_usage(tmp_path: Path) -> No
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == "prepare.py: error: argument --train: invalid int value: 'abc'"
     assert "Traceback" not in r.stderr
+
+
+def test_selection_noise_is_the_training_sources_never_their_draws_and_never_the_test_sources(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from avsr.audio.noise import make_noise
+    from avsr.data.augment import NoiseFolder
+
+    out = tmp_path / "sel"
+    r = run([sys.executable, str(SELECTION_NOISE), "--out", str(out), "--seconds", "1", "--variants", "2"], timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    folder = NoiseFolder(out)
+    assert sorted(folder.kinds) == ["babble", "music"]
+    x, sr = sf.read(out / "babble" / "babble-train-seed1000.wav", dtype="float32")
+    assert sr == 16000 and len(x) == 16000
+    assert np.array_equal(x, make_noise("babble", 16000, "train", 1000))  # the training generator ...
+    for seed in (0, 1):  # ... but not the signals the recipe's bank trains on
+        assert not np.allclose(x, make_noise("babble", 16000, "train", seed))
+    assert not np.allclose(x, make_noise("babble", 16000, "test", 1000))
+    assert not list(out.rglob("*.tmp.wav"))
+
+    r = run([sys.executable, str(SELECTION_NOISE), "--out", str(tmp_path / "bad"), "--kinds", "babble,thunder"],
+            timeout=60)
+    assert_one_error_line(r, "selection_noise.py", "unknown noise type thunder")
+    assert not (tmp_path / "bad").exists()
