@@ -174,8 +174,9 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         ctc_weight=ctc_weight, batch_size=args.batch_size, progress=not args.quiet,
         noise_list=args.noise_list, lm=lm, lm_weight=args.lm_weight,
     )
-    ev.write_results(rows, args.out)
-    print(ev.results_markdown(rows), end="")
+    source = ev.noise_source_name(args.noise_list)
+    ev.write_results(rows, args.out, source)
+    print(ev.results_markdown(rows, source), end="")
     return 0
 
 

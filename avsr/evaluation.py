@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MODALITIES", "COLUMNS", "DEFAULT_NOISES", "DEFAULT_SNRS", "parse_modalities", "parse_noises", "evaluation_noise",
     "check_search", "check_device", "check_output_dir", "read_test_set", "noise_seed", "noisy_speech",
-    "evaluate", "results_markdown", "plot_results", "write_results",
+    "evaluate", "results_markdown", "plot_results", "noise_source_name", "write_results",
 ]
 
 #: Modalities: audio-visual, audio only, video only.
@@ -521,11 +521,13 @@ def _snr_title(snr: str | int | float) -> str:
     return "clean" if snr == "clean" else f"{snr:g} dB"
 
 
-def results_markdown(rows: Sequence[dict]) -> str:
+def results_markdown(rows: Sequence[dict], noise_source: str = "test sources") -> str:
     """The results as markdown: WER per modality × SNR for each noise type, then the plain table.
 
     Args:
         rows: from :func:`evaluate`.
+        noise_source: where the noise came from, for the headings (``"test
+            sources"``: the synthesised library's; :func:`noise_source_name`).
 
     Returns:
         markdown text (ending in a newline).
@@ -542,7 +544,7 @@ def results_markdown(rows: Sequence[dict]) -> str:
             cells = {r["snr"]: r["wer"] for r in rows if r["noise"] == noise and r["modality"] == modality}
             line.update({_snr_title(s): format(cells[s], ".2f") if s in cells else "" for s in snrs})
             table.append(line)
-        parts.append(markdown_table(table, f"### WER (%), {noise} noise (test sources)",
+        parts.append(markdown_table(table, f"### WER (%), {noise} noise ({noise_source})",
                                     right=tuple(_snr_title(s) for s in snrs)))
     plain = markdown_table(list(rows), "### All results (WER and CER in %)", formats={"wer": ".2f", "cer": ".2f"},
                            right=("snr", "wer", "cer", "utterances"))
@@ -598,12 +600,18 @@ def plot_results(rows: Sequence[dict], path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
 
 
-def write_results(rows: Sequence[dict], out_dir: str | os.PathLike) -> dict[str, Path]:
+def noise_source_name(noise_list: str | os.PathLike | None = None) -> str:
+    """How results headings name the noise: the synthesised test sources, or the noise list's path."""
+    return "test sources" if noise_list is None else os.fspath(noise_list)
+
+
+def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, noise_source: str = "test sources") -> dict[str, Path]:
     """Write ``results.csv``, ``results.md`` and ``wer_vs_snr.png`` into ``out_dir``, each atomically.
 
     Args:
         rows: from :func:`evaluate`.
         out_dir: output folder (created).
+        noise_source: where the noise came from (:func:`noise_source_name`).
 
     Returns:
         ``{"csv": path, "markdown": path, "plot": path}``.
@@ -617,7 +625,7 @@ def write_results(rows: Sequence[dict], out_dir: str | os.PathLike) -> dict[str,
     check_output_dir(out_dir)
     out = Path(out_dir)
     paths = {"csv": out / "results.csv", "markdown": out / "results.md", "plot": out / "wer_vs_snr.png"}
-    markdown = results_markdown(rows)
+    markdown = results_markdown(rows, noise_source)
     try:
         save_table(out, "results", markdown, rows, COLUMNS)
         plot_results(rows, paths["plot"])

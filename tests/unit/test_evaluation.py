@@ -79,7 +79,12 @@ def test_results_files_have_every_cell_with_the_right_columns(setup, rows, tmp_p
     md = paths["markdown"].read_text()
     assert "| noise | snr | modality | wer | cer | utterances |" in md
     assert md.count("| white | clean |") == 3 and "| pink | 0 | video |" in md
+    assert "### WER (%), white noise (test sources)" in md
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # results measured with a noise list say so, not "test sources"
+    listed = ev.write_results(rows, tmp_path / "listed", ev.noise_source_name(tmp_path / "my_noise"))
+    md = listed["markdown"].read_text()
+    assert f"### WER (%), white noise ({tmp_path / 'my_noise'})" in md and "test sources" not in md
 
 
 def test_reruns_and_batch_sizes_give_identical_results(setup, rows, tmp_path: Path) -> None:
@@ -314,7 +319,9 @@ def test_cli_evaluates_with_a_noise_list(setup, tmp_path, capsys) -> None:
         "evaluate", "--checkpoint", str(setup["bundle"]), "--manifest", str(setup["manifest"]), "--modality", "audio",
         "--noise-list", str(listing), "--snr", "0", "--out", str(out), "--beam", "1", "--limit", "1", "--quiet",
     ])
-    capsys.readouterr()
+    printed = capsys.readouterr().out
     assert code == 0
     _, lines = read_csv(out / "results.csv")
     assert [(r["noise"], r["snr"]) for r in lines] == [("hiss", "0"), ("hum", "0")]
+    for md in (printed, (out / "results.md").read_text()):
+        assert f"### WER (%), hiss noise ({listing})" in md and "test sources" not in md
