@@ -268,7 +268,7 @@ def test_selection_noise_is_the_training_sources_never_their_draws_and_never_the
     for seed in (0, 1):  # ... but not the signals the recipe's bank trains on
         assert not np.allclose(x, make_noise("babble", 16000, "train", seed))
     assert not np.allclose(x, make_noise("babble", 16000, "test", 1000))
-    assert not list(out.rglob("*.tmp.wav"))
+    assert not list(out.rglob("*.part"))
 
     r = run([sys.executable, str(SELECTION_NOISE), "--out", str(tmp_path / "bad"), "--kinds", "babble,thunder"],
             timeout=60)

@@ -54,8 +54,8 @@ def write_selection_noise(out: str | os.PathLike, kinds: tuple[str, ...], second
         for i in range(variants):
             signal = make_noise(kind, int(seconds * SAMPLE_RATE), "train", seed + i, SAMPLE_RATE)
             path = folder / f"{kind}-train-seed{seed + i}.wav"
-            tmp = path.with_suffix(".tmp.wav")
-            sf.write(tmp, signal, SAMPLE_RATE, subtype="FLOAT")
+            tmp = path.with_name(path.name + ".part")  # not an audio name: a noise folder never reads it
+            sf.write(tmp, signal, SAMPLE_RATE, format="WAV", subtype="FLOAT")
             os.replace(tmp, path)
             paths.append(path)
     return paths
