@@ -21,42 +21,43 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # run from a checkout without installing
 
-from avsr.audio.noise import NOISE_TYPES, make_noise  # noqa: E402
+from avsr.audio.noise import make_noise  # noqa: E402
 from avsr.errors import InputError  # noqa: E402
+from avsr.evaluation import parse_noises  # noqa: E402
+from avsr.utils import atomic_path  # noqa: E402
 
 SAMPLE_RATE = 16000
 
 
-def write_selection_noise(out: str | os.PathLike, kinds: tuple[str, ...], seconds: float = 30.0,
+def write_selection_noise(out: str | os.PathLike, kinds: str | Sequence[str], seconds: float = 30.0,
                           variants: int = 2, seed: int = 1000) -> list[Path]:
     """Write ``variants`` training-source signals of each kind under ``out/<kind>/``.
+
+    Args:
+        kinds: noise types, a list or a comma-separated string.
 
     Returns:
         the written wav files (existing ones are rewritten; each write is atomic).
 
     Raises:
-        InputError: an unknown kind, or a non-positive length or count.
+        InputError: an unknown kind or none, or a non-positive length or count.
     """
-    unknown = [k for k in kinds if k not in NOISE_TYPES]
-    if unknown:
-        raise InputError(None, f"unknown noise type {', '.join(unknown)} (choose from {', '.join(NOISE_TYPES)})")
+    kinds = parse_noises(kinds)
     if seconds <= 0 or variants < 1:
         raise InputError(None, f"need seconds > 0 and variants >= 1, got {seconds} and {variants}")
     paths = []
     for kind in kinds:
-        folder = Path(out) / kind
-        folder.mkdir(parents=True, exist_ok=True)
         for i in range(variants):
             signal = make_noise(kind, int(seconds * SAMPLE_RATE), "train", seed + i, SAMPLE_RATE)
-            path = folder / f"{kind}-train-seed{seed + i}.wav"
-            tmp = path.with_name(path.name + ".part")  # not an audio name: a noise folder never reads it
-            sf.write(tmp, signal, SAMPLE_RATE, format="WAV", subtype="FLOAT")
-            os.replace(tmp, path)
+            path = Path(out) / kind / f"{kind}-train-seed{seed + i}.wav"
+            with atomic_path(path, suffix=".part") as tmp:  # not an audio name: a noise folder never reads it
+                sf.write(tmp, signal, SAMPLE_RATE, format="WAV", subtype="FLOAT")
             paths.append(path)
     return paths
 
@@ -70,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1000, help="first seed (default 1000; training uses 0, 1)")
     args = p.parse_args(argv)
     try:
-        kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-        paths = write_selection_noise(args.out, kinds, args.seconds, args.variants, args.seed)
+        paths = write_selection_noise(args.out, args.kinds, args.seconds, args.variants, args.seed)
     except InputError as e:
         print(f"selection_noise.py: error: {e}", file=sys.stderr)
         return 1
