@@ -39,7 +39,8 @@ __all__ = [
 
 #: Names of the noise types :func:`make_noise` knows.
 NOISE_TYPES: tuple[str, ...] = ("white", "pink", "brown", "speech_shaped", "babble", "music")
-#: Noise splits (validation data should use the "test" sources).
+#: Noise splits: "train" for training, validation and model selection (other seeds),
+#: "test" for evaluation only.
 NOISE_SPLITS: tuple[str, ...] = ("train", "test")
 
 #: eSpeak voices for babble, per split (none of them is a SynthGRID target voice).
